@@ -1,1 +1,377 @@
-//! TODO
+//! The only serializable boundary between Slipway services.
+//!
+//! Every message on the bus is an [`Envelope`]: a message id, the run it
+//! belongs to, the schema version, the delivery attempt and the time it was
+//! sent, around one [`Message`] whose `kind` names its body:
+//!
+//! | kind       | body                | sent to            |
+//! |------------|---------------------|--------------------|
+//! | `export`   | [`ExportCommand`]   | the exporter queue |
+//! | `validate` | [`ValidateCommand`] | the validator queue|
+//! | `import`   | [`ImportCommand`]   | the importer queue |
+//! | `run_event`| [`RunEvent`]        | the event exchange |
+//!
+//! Decoding ([`Envelope::decode`]) refuses a newer schema version or an
+//! unknown kind with a [`DecodeError`] that says so; it never panics. These
+//! types are a compatibility promise: add optional fields with
+//! `#[serde(default)]`, and bump [`SCHEMA_VERSION`] for anything else.
+//!
+//! This crate never does I/O.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// The schema version this build writes, and the newest it reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A message with its delivery metadata. Built with [`Envelope::new`], which
+/// assigns a fresh message id; [`Envelope::next`] derives the following step's
+/// message for the same run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub message_id: Uuid,
+    pub run_id: Uuid,
+    pub schema_version: u32,
+    /// 1 on first delivery; the bus increments it on every retry.
+    pub attempt: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub sent_at: OffsetDateTime,
+    #[serde(flatten)]
+    pub message: Message,
+}
+
+/// The typed body of an envelope, tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "body", rename_all = "snake_case")]
+pub enum Message {
+    Export(ExportCommand),
+    Validate(ValidateCommand),
+    Import(ImportCommand),
+    RunEvent(RunEvent),
+}
+
+/// Every kind this build understands, as written on the wire.
+pub const KINDS: [&str; 4] = ["export", "validate", "import", "run_event"];
+
+impl Message {
+    /// The wire name of this message's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Export(_) => "export",
+            Message::Validate(_) => "validate",
+            Message::Import(_) => "import",
+            Message::RunEvent(_) => "run_event",
+        }
+    }
+
+    /// The worker role that handles this message, or `None` for events.
+    pub fn role(&self) -> Option<Role> {
+        match self {
+            Message::Export(_) => Some(Role::Exporter),
+            Message::Validate(_) => Some(Role::Validator),
+            Message::Import(_) => Some(Role::Importer),
+            Message::RunEvent(_) => None,
+        }
+    }
+}
+
+/// Why a message could not be decoded. Each variant says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message is not valid JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error("message has no usable `{field}` field; every message must be a Slipway envelope")]
+    MissingField { field: &'static str },
+    #[error(
+        "message has schema version {found}, newer than the {supported} this service reads; upgrade this service"
+    )]
+    NewerSchema { found: u64, supported: u32 },
+    #[error(
+        "message kind `{kind}` is unknown to this service (it knows {known}); upgrade this service"
+    )]
+    UnknownKind { kind: String, known: String },
+    #[error("message of kind `{kind}` does not match its schema: {source}")]
+    Malformed {
+        kind: String,
+        source: serde_json::Error,
+    },
+}
+
+impl Envelope {
+    /// A first-attempt envelope with a fresh message id, sent now.
+    pub fn new(run_id: Uuid, message: Message) -> Self {
+        Envelope {
+            message_id: Uuid::now_v7(),
+            run_id,
+            schema_version: SCHEMA_VERSION,
+            attempt: 1,
+            sent_at: OffsetDateTime::now_utc(),
+            message,
+        }
+    }
+
+    /// The next message of the same run (a fresh id, attempt 1).
+    pub fn next(&self, message: Message) -> Self {
+        Envelope::new(self.run_id, message)
+    }
+
+    /// Serialize to the JSON bytes that travel on the bus.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing these plain types cannot fail: no maps with non-string
+        // keys, no custom serializers that error.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parse bus bytes, refusing newer schemas and unknown kinds by name.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(DecodeError::NotJson)?;
+        let version = value
+            .get("schema_version")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or(DecodeError::MissingField {
+                field: "schema_version",
+            })?;
+        if version > u64::from(SCHEMA_VERSION) {
+            return Err(DecodeError::NewerSchema {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let kind = value
+            .get("kind")
+            .and_then(serde_json::Value::as_str)
+            .ok_or(DecodeError::MissingField { field: "kind" })?
+            .to_owned();
+        if !KINDS.contains(&kind.as_str()) {
+            return Err(DecodeError::UnknownKind {
+                kind,
+                known: KINDS.join(", "),
+            });
+        }
+        serde_json::from_value(value).map_err(|source| DecodeError::Malformed { kind, source })
+    }
+}
+
+/// The three worker roles, each with its own queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Exporter,
+    Validator,
+    Importer,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Exporter, Role::Validator, Role::Importer];
+
+    /// The role's name: its queue's suffix and its routing key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Exporter => "exporter",
+            Role::Validator => "validator",
+            Role::Importer => "importer",
+        }
+    }
+
+    /// The pipeline step this role performs.
+    pub fn step(self) -> Step {
+        match self {
+            Role::Exporter => Step::Export,
+            Role::Validator => Step::Validate,
+            Role::Importer => Step::Import,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a maker asked to deploy, carried unchanged from step to step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// Unique name of the solution in the source environment.
+    pub solution_name: String,
+    /// Environment the solution is exported from.
+    pub source_environment: String,
+    /// Environment the solution is imported into.
+    pub target_environment: String,
+    /// Version the artifact gets, if the maker chose one.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Deployment settings (the `pac solution create-settings` JSON).
+    #[serde(default)]
+    pub settings: Option<serde_json::Value>,
+    /// What the placeholder steps do until the real export, validation and
+    /// import land; lets tests and benchmarks drive delays and failures.
+    #[serde(default)]
+    pub placeholder: PlaceholderWork,
+}
+
+/// Behaviour of the placeholder steps (see [`Deployment::placeholder`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlaceholderWork {
+    /// Milliseconds each step spends "working".
+    #[serde(default)]
+    pub step_millis: u64,
+    /// A step that fails with a transient error on every attempt.
+    #[serde(default)]
+    pub always_fail: Option<Step>,
+    /// A step that fails transiently on its first N attempts, then succeeds.
+    #[serde(default)]
+    pub fail_first_attempts: Option<(Step, u32)>,
+}
+
+/// Where the exported files of one version are kept (content-addressed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactRef {
+    /// sha256 of the managed file, lowercase hex.
+    pub managed_sha256: String,
+    /// sha256 of the unmanaged file, lowercase hex.
+    pub unmanaged_sha256: String,
+    /// The version stamped into the artifact.
+    pub version: String,
+}
+
+/// Export the solution from the source environment and store the artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportCommand {
+    pub deployment: Deployment,
+}
+
+/// Validate the artifact against the target environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidateCommand {
+    pub deployment: Deployment,
+    pub artifact: ArtifactRef,
+}
+
+/// Import the artifact's managed file into the target environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportCommand {
+    pub deployment: Deployment,
+    pub artifact: ArtifactRef,
+}
+
+/// A pipeline step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Export,
+    Validate,
+    Import,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Export => "export",
+            Step::Validate => "validate",
+            Step::Import => "import",
+        }
+    }
+}
+
+/// Something that happened to a run, published by the service it happened in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEvent {
+    /// The step it happened in, or `None` for a message that could not be
+    /// attributed to a step (e.g. a malformed command).
+    pub step: Option<Step>,
+    pub status: StepStatus,
+    /// The service that reports it (`exporter`, `validator`, ...).
+    pub service: String,
+    /// Human-readable detail: the reason of a failure, the artifact made...
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+/// The outcome a [`RunEvent`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Started,
+    Succeeded,
+    /// A transient failure; the message will be retried.
+    Retrying,
+    /// The step failed for good (parked after its attempts, or refused).
+    Failed,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Envelope {
+        Envelope::new(
+            Uuid::now_v7(),
+            Message::Export(ExportCommand {
+                deployment: Deployment {
+                    solution_name: "Contoso".into(),
+                    source_environment: "dev".into(),
+                    target_environment: "test".into(),
+                    version: Some("1.0.0.2".into()),
+                    settings: None,
+                    placeholder: PlaceholderWork::default(),
+                },
+            }),
+        )
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let env = sample();
+        let back = Envelope::decode(&env.encode()).unwrap();
+        assert_eq!(back, env);
+        assert_eq!(back.message.kind(), "export");
+        assert_eq!(back.message.role(), Some(Role::Exporter));
+    }
+
+    #[test]
+    fn wire_form_names_kind_and_body() {
+        let v: serde_json::Value = serde_json::from_slice(&sample().encode()).unwrap();
+        assert_eq!(v["kind"], "export");
+        assert_eq!(v["schema_version"], SCHEMA_VERSION);
+        assert_eq!(v["body"]["deployment"]["solution_name"], "Contoso");
+    }
+
+    #[test]
+    fn refuses_newer_schema() {
+        let mut v: serde_json::Value = serde_json::from_slice(&sample().encode()).unwrap();
+        v["schema_version"] = (SCHEMA_VERSION + 1).into();
+        let err = Envelope::decode(v.to_string().as_bytes()).unwrap_err();
+        assert!(matches!(err, DecodeError::NewerSchema { .. }), "{err}");
+        assert!(err.to_string().contains("upgrade this service"));
+    }
+
+    #[test]
+    fn refuses_unknown_kind() {
+        let mut v: serde_json::Value = serde_json::from_slice(&sample().encode()).unwrap();
+        v["kind"] = "launch_rockets".into();
+        let err = Envelope::decode(v.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("launch_rockets"), "{err}");
+    }
+
+    #[test]
+    fn refuses_garbage_without_panicking() {
+        for bytes in [
+            &b""[..],
+            b"not json",
+            b"[]",
+            b"{}",
+            b"{\"schema_version\":1}",
+            b"\xff\xfe",
+        ] {
+            assert!(Envelope::decode(bytes).is_err());
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(&sample().encode()).unwrap();
+        v["body"] = serde_json::json!({"deployment": 5});
+        let err = Envelope::decode(v.to_string().as_bytes()).unwrap_err();
+        assert!(matches!(err, DecodeError::Malformed { .. }), "{err}");
+    }
+}
