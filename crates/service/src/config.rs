@@ -1,0 +1,251 @@
+//! Configuration shared by every Slipway process.
+//!
+//! Layers, later wins: built-in defaults < a TOML file (`--config FILE` or
+//! the `SLIPWAY_CONFIG` variable) < environment variables named
+//! `SLIPWAY__<SECTION>__<KEY>` (for example `SLIPWAY__BUS__URL`). Every key
+//! is documented in `docs/configuration.md`; a test keeps that page and this
+//! struct in step.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use slipway_bus::BusConfig;
+
+/// The whole configuration. Each service reads the sections it needs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub telemetry: TelemetryConfig,
+    pub bus: BusConfig,
+    pub database: DatabaseConfig,
+    pub gateway: GatewayConfig,
+}
+
+/// Logs and traces.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `text` (readable, the default) or `json` (one object per line).
+    pub log_format: LogFormat,
+    /// A `tracing` filter directive, e.g. `info` or `slipway_bus=debug,info`.
+    pub log_filter: String,
+    /// Base URL of an OTLP/HTTP collector (e.g. `http://127.0.0.1:4318`);
+    /// spans are exported only when it is set.
+    pub otlp_endpoint: Option<String>,
+    /// `protobuf` (the default) or `json`, the OTLP/HTTP encoding.
+    pub otlp_protocol: OtlpProtocol,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            log_format: LogFormat::Text,
+            log_filter: "info".into(),
+            otlp_endpoint: None,
+            otlp_protocol: OtlpProtocol::Protobuf,
+        }
+    }
+}
+
+/// How logs are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// OTLP/HTTP body encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OtlpProtocol {
+    Protobuf,
+    Json,
+}
+
+/// The gateway's database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://user@host/db` in production, `sqlite://FILE?mode=rwc`
+    /// (the embedded default) or `sqlite::memory:`.
+    pub url: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://slipway.sqlite?mode=rwc".into(),
+        }
+    }
+}
+
+/// The gateway's HTTP server and outbox relay.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address the HTTP API listens on; port 0 picks a free port.
+    pub listen: String,
+    /// How often the outbox relay looks for unpublished commands when it
+    /// was not woken by a new run.
+    pub outbox_poll_ms: u64,
+    /// Most outbox rows relayed per round.
+    pub outbox_batch: u32,
+    /// How long a claimed outbox row stays reserved for one relay before
+    /// another gateway replica may take it over.
+    pub outbox_lease_ms: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: "127.0.0.1:8080".into(),
+            outbox_poll_ms: 500,
+            outbox_batch: 100,
+            outbox_lease_ms: 30_000,
+        }
+    }
+}
+
+/// A configuration that could not be loaded, naming the culprit.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path} does not exist; pass an existing file or unset SLIPWAY_CONFIG")]
+    MissingFile { path: PathBuf },
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] config::ConfigError),
+}
+
+impl Config {
+    /// Defaults, then `file` (or `SLIPWAY_CONFIG` when `file` is `None`),
+    /// then `SLIPWAY__SECTION__KEY` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// [`Config::load`] with the environment given explicitly (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let vars: std::collections::HashMap<String, String> = vars.into_iter().collect();
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| vars.get("SLIPWAY_CONFIG").map(PathBuf::from));
+        let mut builder = config::Config::builder()
+            .add_source(config::Config::try_from(&Config::default())?);
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile { path });
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let env = config::Environment::with_prefix("SLIPWAY")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(vars));
+        Ok(builder.add_source(env).build()?.try_deserialize()?)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_apply_without_file_or_environment() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(c.gateway.listen, "127.0.0.1:8080");
+        assert_eq!(c.database.url, DatabaseConfig::default().url);
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_environment_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slipway.toml");
+        std::fs::write(
+            &path,
+            "[gateway]\nlisten = \"0.0.0.0:9000\"\noutbox_batch = 7\n[bus]\nprefetch = 3\n",
+        )
+        .unwrap();
+        let c = Config::load_from(
+            Some(&path),
+            env(&[
+                ("SLIPWAY__GATEWAY__LISTEN", "0.0.0.0:9100"),
+                ("SLIPWAY__BUS__MAX_ATTEMPTS", "9"),
+                ("SLIPWAY__TELEMETRY__LOG_FORMAT", "json"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.gateway.listen, "0.0.0.0:9100");
+        assert_eq!(c.gateway.outbox_batch, 7);
+        assert_eq!(c.bus.prefetch, 3);
+        assert_eq!(c.bus.max_attempts, 9);
+        assert_eq!(c.telemetry.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn config_file_can_come_from_slipway_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[database]\nurl = \"sqlite::memory:\"\n").unwrap();
+        let c = Config::load_from(None, env(&[("SLIPWAY_CONFIG", path.to_str().unwrap())])).unwrap();
+        assert_eq!(c.database.url, "sqlite::memory:");
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[gateway]\nlisten_adress = \"x\"\n").unwrap();
+        let err = Config::load_from(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("listen_adress"), "{err}");
+        let err = Config::load_from(Some(&dir.path().join("nope.toml")), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope.toml"), "{err}");
+    }
+
+    /// Every key of every section appears in the one configuration reference.
+    #[test]
+    fn every_key_is_documented() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let value = serde_json::to_value(Config::default()).unwrap();
+        let mut missing = Vec::new();
+        for (section, keys) in value.as_object().unwrap() {
+            for key in keys.as_object().unwrap().keys() {
+                let name = format!("`{section}.{key}`");
+                if !doc.contains(&name) {
+                    missing.push(name);
+                }
+            }
+        }
+        assert!(missing.is_empty(), "undocumented keys in docs/configuration.md: {missing:?}");
+    }
+
+    /// docker-compose.yml can't be run here (no Docker engine), so this
+    /// keeps its `SLIPWAY__SECTION__KEY` variables true to the real keys.
+    #[test]
+    fn docker_compose_uses_only_real_keys() {
+        let compose = include_str!("../../../docker-compose.yml");
+        let value = serde_json::to_value(Config::default()).unwrap();
+        let mut checked = 0;
+        for word in compose.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            let Some(rest) = word.strip_prefix("SLIPWAY__") else { continue };
+            let (section, key) = rest.split_once("__").unwrap_or((rest, ""));
+            let (section, key) = (section.to_lowercase(), key.to_lowercase());
+            assert!(
+                value.get(&section).and_then(|s| s.get(&key)).is_some(),
+                "docker-compose.yml sets {word}, which is not a configuration key"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 5, "docker-compose.yml should configure the services");
+    }
+}
