@@ -1,1 +1,71 @@
-//! TODO
+//! The gateway: Slipway's HTTP API and the one writer of its database.
+//!
+//! - [`api`]: the routes (`/healthz`, `/readyz`, `/api/v1/deployments...`)
+//!   and their error type.
+//! - [`relay`]: the outbox relay, which publishes the commands that
+//!   [`slipway_store::Store::create_run`] wrote in the same transaction as
+//!   the run, with publisher confirms, and only then marks them published.
+//! - [`events`]: the consumer of the event queue, which moves each run
+//!   through its state machine (idempotently: redelivered events change
+//!   nothing).
+//!
+//! The gateway never talks to Dataverse environments; the workers do.
+
+pub mod api;
+pub mod events;
+pub mod relay;
+
+use std::sync::Arc;
+
+use slipway_bus::Bus;
+use slipway_service::config::Config;
+use slipway_service::shutdown::CancellationToken;
+use slipway_store::Store;
+use tokio::sync::Notify;
+
+/// Everything a request handler or background task of the gateway needs.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub store: Store,
+    pub bus: Bus,
+    /// Wakes the outbox relay as soon as a run is created.
+    pub relay_wakeup: Arc<Notify>,
+}
+
+/// Runs the HTTP server, the outbox relay and the event consumer until
+/// `shutdown` is cancelled. `on_listen` receives the bound address (the
+/// configured port may be 0).
+pub async fn run(
+    config: &Config,
+    store: Store,
+    bus: Bus,
+    shutdown: CancellationToken,
+    on_listen: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let gateway = Gateway {
+        store,
+        bus,
+        relay_wakeup: Arc::new(Notify::new()),
+    };
+    let listener = tokio::net::TcpListener::bind(&config.gateway.listen)
+        .await
+        .with_context(|| format!("cannot listen on gateway.listen = {}", config.gateway.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "gateway listening");
+    on_listen(addr);
+
+    let relay = tokio::spawn(relay::run(gateway.clone(), config.gateway.clone(), shutdown.clone()));
+    let events = tokio::spawn(events::run(gateway.clone(), shutdown.clone()));
+    let server = axum::serve(listener, api::router(gateway))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let served = server.await.context("HTTP server failed");
+    // The server only returns on shutdown or error; make sure the others stop too.
+    shutdown.cancel();
+    let relayed = relay.await.context("outbox relay panicked")?;
+    let consumed = events.await.context("event consumer panicked")?;
+    served?;
+    relayed?;
+    consumed?;
+    Ok(())
+}

@@ -65,6 +65,16 @@ impl Message {
         }
     }
 
+    /// The deployment a command carries, or `None` for events.
+    pub fn deployment(&self) -> Option<&Deployment> {
+        match self {
+            Message::Export(c) => Some(&c.deployment),
+            Message::Validate(c) => Some(&c.deployment),
+            Message::Import(c) => Some(&c.deployment),
+            Message::RunEvent(_) => None,
+        }
+    }
+
     /// The worker role that handles this message, or `None` for events.
     pub fn role(&self) -> Option<Role> {
         match self {
@@ -285,6 +295,10 @@ pub struct RunEvent {
     pub status: StepStatus,
     /// The service that reports it (`exporter`, `validator`, ...).
     pub service: String,
+    /// Which replica of the service (host and process id), so operators can
+    /// see how work spreads across replicas.
+    #[serde(default)]
+    pub instance: Option<String>,
     /// Human-readable detail: the reason of a failure, the artifact made...
     #[serde(default)]
     pub detail: Option<String>,
