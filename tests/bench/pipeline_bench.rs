@@ -1,0 +1,178 @@
+//! The pipeline benchmark: pushes placeholder deployments through the four
+//! services (each its own process, over the real RabbitMQ and PostgreSQL)
+//! and prints deployments/s and end-to-end latency beside the raw 4-hop
+//! RabbitMQ chain of `brokerbench`, measured in the same run, plus each
+//! service's resident memory.
+//!
+//! ```text
+//! cargo run --release -p slipway-tests --bin pipeline-bench -- \
+//!     --deployments 2000 --brokerbench ../shared/tools/brokerbench
+//! ```
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use serde_json::{Value, json};
+use slipway_tests::{Cluster, ClusterOptions};
+use time::OffsetDateTime;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Deployments pushed under load.
+    #[arg(long, default_value_t = 2000)]
+    deployments: usize,
+    /// Submissions in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Sequential deployments for the unloaded latency.
+    #[arg(long, default_value_t = 50)]
+    unloaded: usize,
+    /// The brokerbench folder (a Cargo project), for the raw baseline.
+    #[arg(long, env = "SLIPWAY_BROKERBENCH")]
+    brokerbench: PathBuf,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn timestamp(v: &Value, field: &str) -> anyhow::Result<OffsetDateTime> {
+    let s = v[field].as_str().with_context(|| format!("run without {field}: {v}"))?;
+    Ok(OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)?)
+}
+
+/// Server-side end-to-end latency of each run: created -> succeeded.
+fn latencies_ms(runs: &[Value]) -> anyhow::Result<Vec<f64>> {
+    let mut out: Vec<f64> = runs
+        .iter()
+        .map(|r| Ok((timestamp(r, "updated_at")? - timestamp(r, "created_at")?).as_seconds_f64() * 1000.0))
+        .collect::<anyhow::Result<_>>()?;
+    out.sort_by(f64::total_cmp);
+    Ok(out)
+}
+
+async fn wait_all(cluster: &Cluster, ids: &[uuid::Uuid]) -> anyhow::Result<Vec<Value>> {
+    let mut runs = Vec::with_capacity(ids.len());
+    for id in ids {
+        let run = cluster.wait_terminal(*id, Duration::from_secs(600)).await?;
+        if run["state"] != "succeeded" {
+            bail!("run {id} ended {}: {}", run["state"], run["reason"]);
+        }
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+fn brokerbench(dir: &PathBuf, messages: usize) -> anyhow::Result<f64> {
+    let manifest = dir.join("Cargo.toml");
+    anyhow::ensure!(
+        manifest.exists(),
+        "brokerbench not found at {}: pass --brokerbench DIR or set SLIPWAY_BROKERBENCH",
+        dir.display()
+    );
+    let target = std::env::temp_dir().join("slipway-brokerbench-target");
+    let out = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["run", "--quiet", "--release", "--manifest-path"])
+        .arg(&manifest)
+        .args(["--", &messages.to_string(), "4", "512"])
+        .env("CARGO_TARGET_DIR", target)
+        .output()
+        .context("cannot run brokerbench")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(out.status.success(), "brokerbench failed: {}", String::from_utf8_lossy(&out.stderr));
+    print!("  brokerbench: {stdout}");
+    let rate = stdout
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("chain_msgs_per_s="))
+        .context("brokerbench printed no chain_msgs_per_s")?;
+    Ok(rate.parse()?)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    println!("pipeline-bench: {} deployments, concurrency {}", args.deployments, args.concurrency);
+    let options = ClusterOptions {
+        env: [("SLIPWAY__TELEMETRY__LOG_FILTER".to_string(), "warn".to_string())].into(),
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::start(options).await?;
+
+    // Warm up, then read idle memory.
+    let warm = cluster.submit(json!({})).await?;
+    wait_all(&cluster, &[warm]).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let procs: Vec<_> = std::iter::once(&cluster.gateway).chain(&cluster.workers).collect();
+    let idle: Vec<(String, u64)> = procs.iter().map(|p| (p.name.clone(), p.rss_kib().unwrap_or(0))).collect();
+
+    // Unloaded: one deployment at a time.
+    let mut unloaded = Vec::new();
+    for _ in 0..args.unloaded {
+        let id = cluster.submit(json!({})).await?;
+        unloaded.extend(wait_all(&cluster, &[id]).await?);
+    }
+    let unloaded = latencies_ms(&unloaded)?;
+
+    // Loaded: N deployments, `concurrency` submissions in flight.
+    let started = Instant::now();
+    let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(args.concurrency));
+    let cluster = std::sync::Arc::new(cluster);
+    let mut tasks = Vec::with_capacity(args.deployments);
+    for _ in 0..args.deployments {
+        let permit = semaphore.clone().acquire_owned().await?;
+        let c = cluster.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = c.submit(json!({})).await;
+            drop(permit);
+            id
+        }));
+    }
+    let mut ids = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        ids.push(t.await??);
+    }
+    let submitted = started.elapsed();
+    let runs = wait_all(&cluster, &ids).await?;
+    let first = runs.iter().map(|r| timestamp(r, "created_at")).collect::<anyhow::Result<Vec<_>>>()?;
+    let last = runs.iter().map(|r| timestamp(r, "updated_at")).collect::<anyhow::Result<Vec<_>>>()?;
+    let span = (*last.iter().max().context("no runs")? - *first.iter().min().context("no runs")?).as_seconds_f64();
+    let rate = args.deployments as f64 / span;
+    let loaded = latencies_ms(&runs)?;
+    let peak: Vec<(String, u64)> = procs_peak(&cluster);
+
+    println!("measuring the raw 4-hop chain (brokerbench) on the same broker...");
+    let raw = brokerbench(&args.brokerbench, 20_000)?;
+
+    println!();
+    println!("| measure | value |");
+    println!("|---|---|");
+    println!("| deployments | {} |", args.deployments);
+    println!("| submitted in | {:.2} s |", submitted.as_secs_f64());
+    println!("| pipeline deployments/s (first created -> last succeeded) | {rate:.0} |");
+    println!("| raw 4-hop chain msgs/s (brokerbench, same run) | {raw:.0} |");
+    println!("| ratio pipeline / raw | {:.2} |", rate / raw);
+    println!("| unloaded p50 / p99 latency | {:.1} ms / {:.1} ms |", percentile(&unloaded, 0.5), percentile(&unloaded, 0.99));
+    println!("| loaded p50 / p99 latency | {:.1} ms / {:.1} ms |", percentile(&loaded, 0.5), percentile(&loaded, 0.99));
+    for ((name, idle), (_, peak)) in idle.iter().zip(&peak) {
+        println!("| {name} resident idle / peak | {:.1} MB / {:.1} MB |", *idle as f64 / 1024.0, *peak as f64 / 1024.0);
+    }
+    match std::sync::Arc::try_unwrap(cluster) {
+        Ok(c) => c.shutdown().await?,
+        Err(_) => bail!("cluster still shared"),
+    }
+    Ok(())
+}
+
+fn procs_peak(cluster: &Cluster) -> Vec<(String, u64)> {
+    std::iter::once(&cluster.gateway)
+        .chain(&cluster.workers)
+        .map(|p| (p.name.clone(), p.peak_rss_kib().unwrap_or(0)))
+        .collect()
+}

@@ -1,0 +1,90 @@
+//! A deployment through the gateway and the three workers, each its own OS
+//! process, over the real RabbitMQ and PostgreSQL.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::json;
+use slipway_tests::{Cluster, ClusterOptions, events};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deployment_passes_the_three_workers_in_order_and_succeeds() {
+    let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    let id = cluster.submit(json!({})).await.unwrap();
+    let run = cluster.wait_terminal(id, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(run["state"], "succeeded", "{run}\n{}", cluster.log_hint());
+
+    let history = cluster.history(id).await.unwrap();
+    // The order in which each step started and finished, as the gateway saw it.
+    let steps: Vec<String> = history
+        .iter()
+        .filter(|e| e["kind"] == "event" && e["status"] != "retrying")
+        .map(|e| format!("{}:{}", e["step"].as_str().unwrap(), e["status"].as_str().unwrap()))
+        .collect();
+    let position = |s: &str| steps.iter().position(|x| x == s).unwrap_or_else(|| panic!("no {s} in {steps:?}"));
+    assert!(position("export:succeeded") < position("validate:started"), "{steps:?}");
+    assert!(position("validate:succeeded") < position("import:started"), "{steps:?}");
+
+    // Each step ran in a different process, and each process is a worker we started.
+    let pids: BTreeSet<String> = cluster.workers.iter().map(|w| w.pid().to_string()).collect();
+    let mut seen = BTreeSet::new();
+    for step in ["export", "validate", "import"] {
+        let done = events(&history, step, "succeeded");
+        assert_eq!(done.len(), 1, "{step} succeeded {} times", done.len());
+        let instance = done[0]["instance"].as_str().unwrap();
+        let pid = instance.rsplit(':').next().unwrap().to_string();
+        assert!(pids.contains(&pid), "{step} ran in {instance}, not one of the workers {pids:?}");
+        seen.insert(pid);
+    }
+    assert_eq!(seen.len(), 3, "the three steps ran in three processes");
+
+    // State transitions recorded in order, ending Succeeded exactly once.
+    let states: Vec<&str> = history
+        .iter()
+        .filter(|e| e["kind"] == "transition")
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states.first(), Some(&"requested"), "{states:?}");
+    assert_eq!(states.iter().filter(|s| **s == "succeeded").count(), 1, "{states:?}");
+
+    // SIGTERM: every service exits 0.
+    cluster.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_share_the_load_and_no_job_is_done_twice() {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    let second = cluster.spawn_worker("slipway-validator").await.unwrap();
+    let second_pid = cluster.workers[second].pid().to_string();
+    let first_pid = cluster.workers[1].pid().to_string();
+
+    let mut ids = Vec::new();
+    for _ in 0..24 {
+        ids.push(cluster.submit(json!({ "step_millis": 40 })).await.unwrap());
+    }
+    let mut by_replica = std::collections::BTreeMap::<String, usize>::new();
+    for id in &ids {
+        let run = cluster.wait_terminal(*id, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(run["state"], "succeeded", "{run}");
+        let history = cluster.history(*id).await.unwrap();
+        for step in ["export", "validate", "import"] {
+            let started = events(&history, step, "started");
+            assert_eq!(
+                started.len(),
+                1,
+                "run {id}: {step} was acted on {} times: {history:#?}",
+                started.len()
+            );
+        }
+        let validated = events(&history, "validate", "succeeded");
+        assert_eq!(validated.len(), 1);
+        let pid = validated[0]["instance"].as_str().unwrap().rsplit(':').next().unwrap().to_string();
+        *by_replica.entry(pid).or_default() += 1;
+    }
+    assert!(
+        by_replica.contains_key(&first_pid) && by_replica.contains_key(&second_pid),
+        "both validator replicas should have taken jobs: {by_replica:?}"
+    );
+    cluster.shutdown().await.unwrap();
+}
