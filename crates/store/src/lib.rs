@@ -1,1 +1,626 @@
-//! TODO
+//! The gateway's database: runs, their append-only history, and the outbox of
+//! commands waiting to be published. PostgreSQL in production, SQLite as the
+//! embedded default; both behave the same and run the same test suite.
+//!
+//! Layout:
+//! - [`Store`] (this file): one `sqlx::AnyPool` and the queries. Every write
+//!   that must be atomic is one transaction: a new run with its first audit
+//!   row and outbox row; an event (or a cancel) with the state change it
+//!   causes and that change's audit row.
+//! - [`model`]: plain types ([`Run`], [`HistoryEntry`], [`OutboxItem`]...) and
+//!   the run state machine ([`RunState::after`]), free of I/O.
+//! - [`error`]: [`StoreError`], each message saying what to check.
+//! - `migrations/postgres` and `migrations/sqlite`: the same tables, embedded
+//!   and applied by [`Store::connect`]. Two folders only because an
+//!   auto-assigned 64-bit id has no syntax both databases accept.
+//!
+//! Portable schema: uuids, enum names and JSON are TEXT, times are BIGINT
+//! milliseconds since the Unix epoch, taken from the gateway's clock.
+//!
+//! Concurrency: several gateway replicas may share one PostgreSQL database.
+//! A run's row is locked (`SELECT ... FOR UPDATE`) while an event is applied,
+//! outbox rows are claimed with `FOR UPDATE SKIP LOCKED` and a lease. On
+//! SQLite, write transactions start with `BEGIN IMMEDIATE`, so the single
+//! writer lock serializes them.
+//!
+//! This crate never publishes to the bus, never talks HTTP, and never moves a
+//! run backwards or out of a terminal state.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod error;
+pub mod model;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use slipway_messages::{Envelope, Message, RunEvent};
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, AssertSqlSafe, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub use error::StoreError;
+pub use model::{
+    Applied, Backend, CancelOutcome, HistoryEntry, HistoryKind, NewRun, OutboxItem, Run, RunState,
+};
+
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Ids marked published per statement (well under both databases' limit on
+/// bind parameters).
+const MARK_CHUNK: usize = 500;
+
+/// The gateway's handle on its database. Cheap to clone (a pool).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+type RunRow = (String, String, String, String, Option<String>, i64, i64);
+type HistoryRow = (
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+const SELECT_RUN: &str = "SELECT id, state, deployment, requested_by, reason, created_at, updated_at \
+     FROM runs WHERE id = $1";
+const LIST_RUNS: &str = "SELECT id, state, deployment, requested_by, reason, created_at, updated_at \
+     FROM runs ORDER BY created_at DESC, id DESC LIMIT $1";
+const LOCK_RUN_POSTGRES: &str = "SELECT state FROM runs WHERE id = $1 FOR UPDATE";
+/// SQLite has no row locks; the transaction began with `BEGIN IMMEDIATE`.
+const LOCK_RUN_SQLITE: &str = "SELECT state FROM runs WHERE id = $1";
+const CLAIM_POSTGRES: &str = "UPDATE outbox SET claimed_until = $1 WHERE id IN ( \
+       SELECT id FROM outbox \
+       WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until <= $2) \
+       ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+     RETURNING id, envelope, trace_headers";
+/// One statement takes SQLite's write lock, so no two claimers overlap.
+const CLAIM_SQLITE: &str = "UPDATE outbox SET claimed_until = $1 WHERE id IN ( \
+       SELECT id FROM outbox \
+       WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until <= $2) \
+       ORDER BY id LIMIT $3) \
+     RETURNING id, envelope, trace_headers";
+
+impl Store {
+    /// Open `url` (`postgres://...`, `sqlite://path?mode=rwc`, `sqlite::memory:`)
+    /// and bring its schema up to date. Safe to call again on the same
+    /// database, also from several replicas at once.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let backend = backend_of(url)?;
+        install_default_drivers();
+        // Every connection re-reads the url, and each `sqlite::memory:`
+        // connection is a separate database: keep exactly one, forever.
+        let in_memory =
+            backend == Backend::Sqlite && (url.contains(":memory:") || url.contains("mode=memory"));
+        let options = if in_memory {
+            AnyPoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            AnyPoolOptions::new().max_connections(match backend {
+                Backend::Postgres => 10,
+                Backend::Sqlite => 4,
+            })
+        };
+        let pool = options
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await
+            .map_err(|source| StoreError::Connect { backend, source })?;
+        if backend == Backend::Sqlite && !in_memory {
+            // Readers no longer wait for the writer; persists in the file.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+        }
+        let migrations = match backend {
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+        };
+        migrations
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate { backend, source })?;
+        Ok(Store { pool, backend })
+    }
+
+    /// Which database this store talks to.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Check the database answers (for readiness probes).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Start a run: in one transaction, insert it in state `Requested`, its
+    /// first audit row (actor: the requester), and the outbox row that will
+    /// publish `first_command` with `trace_headers`. Nothing is written if
+    /// any part fails.
+    #[tracing::instrument(skip_all, fields(run_id = %new.id))]
+    pub async fn create_run(
+        &self,
+        new: &NewRun,
+        first_command: &Envelope,
+        trace_headers: &BTreeMap<String, String>,
+    ) -> Result<Run, StoreError> {
+        if first_command.run_id != new.id {
+            return Err(StoreError::CommandRunMismatch {
+                run: new.id,
+                command_run: first_command.run_id,
+            });
+        }
+        let deployment = to_json("deployment", &new.deployment)?;
+        let envelope = to_json("command envelope", first_command)?;
+        let headers = to_json("trace headers", trace_headers)?;
+        let now = now_millis();
+        let id = new.id.to_string();
+
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO runs (id, state, deployment, requested_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(RunState::Requested.as_str())
+        .bind(&deployment)
+        .bind(&new.requested_by)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        if let Err(err) = inserted {
+            return Err(match err.as_database_error() {
+                Some(db) if db.is_unique_violation() => StoreError::DuplicateRun(new.id),
+                _ => err.into(),
+            });
+        }
+        insert_transition(
+            &mut tx,
+            &id,
+            now,
+            RunState::Requested,
+            &new.requested_by,
+            None,
+            None,
+        )
+        .await?;
+        sqlx::query(
+            "INSERT INTO outbox (run_id, message_id, envelope, trace_headers, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&id)
+        .bind(first_command.message_id.to_string())
+        .bind(&envelope)
+        .bind(&headers)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+
+        let at = from_millis(now)?;
+        Ok(Run {
+            id: new.id,
+            state: RunState::Requested,
+            deployment: new.deployment.clone(),
+            requested_by: new.requested_by.clone(),
+            reason: None,
+            created_at: at,
+            updated_at: at,
+        })
+    }
+
+    /// The run with this id, if any.
+    pub async fn get_run(&self, id: Uuid) -> Result<Option<Run>, StoreError> {
+        sqlx::query_as::<_, RunRow>(SELECT_RUN)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(run_from_row)
+            .transpose()
+    }
+
+    /// The newest `limit` runs, newest first.
+    pub async fn list_runs(&self, limit: u32) -> Result<Vec<Run>, StoreError> {
+        sqlx::query_as::<_, RunRow>(LIST_RUNS)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(run_from_row)
+            .collect()
+    }
+
+    /// A run's full history, oldest first: its state transitions (who, why)
+    /// and every event received. Empty for an unknown run.
+    pub async fn run_history(&self, id: Uuid) -> Result<Vec<HistoryEntry>, StoreError> {
+        let rows = sqlx::query_as::<_, HistoryRow>(
+            "SELECT at, kind, state, step, status, service, instance, detail, actor \
+             FROM run_history WHERE run_id = $1 ORDER BY id",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(
+                |(at, kind, state, step, status, service, instance, detail, actor)| {
+                    Ok(HistoryEntry {
+                        at: from_millis(at)?,
+                        kind: match kind.as_str() {
+                            "transition" => HistoryKind::Transition,
+                            "event" => HistoryKind::Event,
+                            other => return Err(StoreError::corrupt("history kind", other)),
+                        },
+                        state: state.as_deref().map(parse_state).transpose()?,
+                        step: parse_name("step", step)?,
+                        status: parse_name("step status", status)?,
+                        service,
+                        instance,
+                        detail,
+                        actor,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// Record a `run_event` envelope once per message id and move the run's
+    /// state machine ([`RunState::after`]): a redelivered event is
+    /// [`Applied::Duplicate`]; stale events and events after a terminal state
+    /// are recorded without a state change; each change writes an audit row.
+    /// Safe when replicas apply events of the same run concurrently.
+    #[tracing::instrument(skip_all, fields(run_id = %envelope.run_id, message_id = %envelope.message_id))]
+    pub async fn apply_event(&self, envelope: &Envelope) -> Result<Applied, StoreError> {
+        let Message::RunEvent(event) = &envelope.message else {
+            return Err(StoreError::NotAnEvent {
+                kind: envelope.message.kind(),
+            });
+        };
+        let run_id = envelope.run_id.to_string();
+        let mut tx = self.begin_write().await?;
+        let Some(current) = self.lock_run(&mut tx, &run_id).await? else {
+            return Ok(Applied::UnknownRun);
+        };
+        let now = now_millis();
+        let recorded = sqlx::query(
+            "INSERT INTO run_history \
+               (run_id, at, kind, step, status, service, instance, detail, message_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (message_id) DO NOTHING",
+        )
+        .bind(&run_id)
+        .bind(now)
+        .bind(HistoryKind::Event.as_str())
+        .bind(event.step.map(name_of))
+        .bind(name_of(event.status))
+        .bind(&event.service)
+        .bind(&event.instance)
+        .bind(&event.detail)
+        .bind(envelope.message_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if recorded.rows_affected() == 0 {
+            return Ok(Applied::Duplicate);
+        }
+        let applied = match current.after(event) {
+            None => Applied::Recorded,
+            Some(to) => {
+                let reason = (to == RunState::Failed).then(|| failure_reason(event));
+                let change = Change {
+                    run_id: &run_id,
+                    at: now,
+                    to,
+                    actor: &event.service,
+                    reason: reason.as_deref(),
+                };
+                change.write(&mut tx, Some(event)).await?;
+                Applied::Transitioned { from: current, to }
+            }
+        };
+        tx.commit().await?;
+        tracing::debug!(?applied, "run event applied");
+        Ok(applied)
+    }
+
+    /// Cancel a run that has not reached the import (an import cannot be
+    /// stopped half way): it becomes `Canceled` with `reason`, and the audit
+    /// log records `actor`. Events arriving later change nothing.
+    #[tracing::instrument(skip_all, fields(run_id = %id))]
+    pub async fn cancel_run(
+        &self,
+        id: Uuid,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<CancelOutcome, StoreError> {
+        let run_id = id.to_string();
+        let mut tx = self.begin_write().await?;
+        let Some(current) = self.lock_run(&mut tx, &run_id).await? else {
+            return Ok(CancelOutcome::UnknownRun);
+        };
+        if !current.is_cancelable() {
+            return Ok(CancelOutcome::TooLate { state: current });
+        }
+        let change = Change {
+            run_id: &run_id,
+            at: now_millis(),
+            to: RunState::Canceled,
+            actor,
+            reason,
+        };
+        change.write(&mut tx, None).await?;
+        tx.commit().await?;
+        Ok(CancelOutcome::Canceled { from: current })
+    }
+
+    /// Claim up to `limit` unpublished outbox rows, oldest first, for `lease`:
+    /// until it expires no other claimer gets them. Rows not marked published
+    /// by then are claimed again (publishing is at least once).
+    pub async fn claim_outbox(
+        &self,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = now_millis();
+        let until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        let claim = match self.backend {
+            Backend::Postgres => CLAIM_POSTGRES,
+            Backend::Sqlite => CLAIM_SQLITE,
+        };
+        let mut rows = sqlx::query_as::<_, (i64, String, String)>(claim)
+            .bind(until)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        // RETURNING promises no order.
+        rows.sort_unstable_by_key(|row| row.0);
+        rows.into_iter()
+            .map(|(id, envelope, headers)| {
+                let corrupt = |what, detail: String| {
+                    StoreError::corrupt(what, format!("outbox row {id}: {detail}"))
+                };
+                Ok(OutboxItem {
+                    id,
+                    envelope: Envelope::decode(envelope.as_bytes())
+                        .map_err(|e| corrupt("outbox envelope", e.to_string()))?,
+                    trace_headers: serde_json::from_str(&headers)
+                        .map_err(|e| corrupt("outbox trace headers", e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Mark claimed rows as published (after the broker confirmed them), so
+    /// they are never claimed again. Unknown or already published ids are
+    /// ignored.
+    pub async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let now = now_millis();
+        for chunk in ids.chunks(MARK_CHUNK) {
+            let placeholders: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+            // Only numbered placeholders are spliced in; the ids are bound.
+            let sql = format!(
+                "UPDATE outbox SET published_at = $1 WHERE published_at IS NULL AND id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    /// Lock a run's row for the rest of `tx` and read its state; `None` if
+    /// there is no such run.
+    async fn lock_run(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        run_id: &str,
+    ) -> Result<Option<RunState>, StoreError> {
+        let lock = match self.backend {
+            Backend::Postgres => LOCK_RUN_POSTGRES,
+            Backend::Sqlite => LOCK_RUN_SQLITE,
+        };
+        sqlx::query_scalar::<_, String>(lock)
+            .bind(run_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|state| parse_state(&state))
+            .transpose()
+    }
+
+    /// A write transaction; on SQLite it takes the write lock up front, so a
+    /// read-then-write never fails to upgrade its lock.
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        })
+    }
+}
+
+/// A state change of a locked run: who made it, and why.
+struct Change<'a> {
+    run_id: &'a str,
+    at: i64,
+    to: RunState,
+    actor: &'a str,
+    reason: Option<&'a str>,
+}
+
+impl Change<'_> {
+    /// Move the run and append the audit row (noting the event that caused it).
+    async fn write(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        cause: Option<&RunEvent>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE runs SET state = $1, reason = COALESCE($2, reason), updated_at = $3 \
+             WHERE id = $4",
+        )
+        .bind(self.to.as_str())
+        .bind(self.reason)
+        .bind(self.at)
+        .bind(self.run_id)
+        .execute(&mut **tx)
+        .await?;
+        insert_transition(
+            tx,
+            self.run_id,
+            self.at,
+            self.to,
+            self.actor,
+            self.reason,
+            cause,
+        )
+        .await
+    }
+}
+
+/// Append a state transition to a run's history.
+async fn insert_transition(
+    tx: &mut Transaction<'static, Any>,
+    run_id: &str,
+    at: i64,
+    to: RunState,
+    actor: &str,
+    detail: Option<&str>,
+    cause: Option<&RunEvent>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO run_history \
+           (run_id, at, kind, state, step, status, service, instance, detail, actor) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(run_id)
+    .bind(at)
+    .bind(HistoryKind::Transition.as_str())
+    .bind(to.as_str())
+    .bind(cause.and_then(|e| e.step).map(name_of))
+    .bind(cause.map(|e| name_of(e.status)))
+    .bind(cause.map(|e| e.service.clone()))
+    .bind(cause.and_then(|e| e.instance.clone()))
+    .bind(detail)
+    .bind(actor)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn failure_reason(event: &RunEvent) -> String {
+    match (&event.detail, event.step) {
+        (Some(detail), _) => detail.clone(),
+        (None, Some(step)) => format!("{} failed (reported by {})", step.as_str(), event.service),
+        (None, None) => format!("failed (reported by {})", event.service),
+    }
+}
+
+fn backend_of(url: &str) -> Result<Backend, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else {
+        // Only the scheme: the rest may hold a password.
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        Err(StoreError::UnsupportedUrl {
+            scheme: scheme.to_owned(),
+        })
+    }
+}
+
+fn run_from_row(row: RunRow) -> Result<Run, StoreError> {
+    let (id, state, deployment, requested_by, reason, created_at, updated_at) = row;
+    Ok(Run {
+        id: Uuid::parse_str(&id).map_err(|e| StoreError::corrupt("run id", e))?,
+        state: parse_state(&state)?,
+        deployment: serde_json::from_str(&deployment)
+            .map_err(|e| StoreError::corrupt("deployment", format!("run {id}: {e}")))?,
+        requested_by,
+        reason,
+        created_at: from_millis(created_at)?,
+        updated_at: from_millis(updated_at)?,
+    })
+}
+
+fn parse_state(name: &str) -> Result<RunState, StoreError> {
+    RunState::parse(name).ok_or_else(|| StoreError::corrupt("run state", name))
+}
+
+/// The wire name of a snake_case serde enum (`Step`, `StepStatus`).
+fn name_of<T: Serialize>(value: T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => String::new(),
+    }
+}
+
+/// The inverse of [`name_of`], for a nullable column.
+fn parse_name<T: DeserializeOwned>(
+    what: &'static str,
+    name: Option<String>,
+) -> Result<Option<T>, StoreError> {
+    name.map(|name| {
+        serde_json::from_value(serde_json::Value::String(name))
+            .map_err(|e| StoreError::corrupt(what, e))
+    })
+    .transpose()
+}
+
+fn to_json<T: Serialize + ?Sized>(what: &'static str, value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|source| StoreError::Encode { what, source })
+}
+
+fn now_millis() -> i64 {
+    i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn from_millis(millis: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .map_err(|e| StoreError::corrupt("timestamp", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_other_urls_without_echoing_secrets() {
+        let err = backend_of("mysql://root:hunter2@db/slipway").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("`mysql`") && !msg.contains("hunter2"), "{msg}");
+        assert_eq!(backend_of("postgresql://x/y").unwrap(), Backend::Postgres);
+        assert_eq!(backend_of("sqlite::memory:").unwrap(), Backend::Sqlite);
+    }
+
+    #[test]
+    fn millis_round_trip() {
+        let now = now_millis();
+        let back = from_millis(now).unwrap();
+        assert_eq!(
+            i64::try_from(back.unix_timestamp_nanos() / 1_000_000).unwrap(),
+            now
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! The PostgreSQL and SQLite migration folders must describe the same schema:
+//! same tables, columns (name, type, nullability) and indexes.
+
+#![allow(clippy::unwrap_used)]
+
+use slipway_store::Store;
+use sqlx::{PgPool, SqlitePool};
+
+/// (table, column, type, nullable), in declaration order.
+type Column = (String, String, String, bool);
+
+#[tokio::test]
+async fn both_migration_folders_build_the_same_schema() {
+    let db = slipway_testkit::pg::fresh_database().await.unwrap();
+    Store::connect(db.url()).await.unwrap();
+    let pg = PgPool::connect(db.url()).await.unwrap();
+    let pg_columns: Vec<Column> = sqlx::query_as::<_, (String, String, String, String)>(
+        "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text \
+         FROM information_schema.columns \
+         WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations' \
+         ORDER BY table_name, ordinal_position",
+    )
+    .fetch_all(&pg)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(t, c, ty, null)| (t, c, ty, null == "YES"))
+    .collect();
+    let mut pg_indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' \
+         AND indexname NOT LIKE '%\\_pkey' AND indexname NOT LIKE '%\\_key'",
+    )
+    .fetch_all(&pg)
+    .await
+    .unwrap();
+    pg.close().await;
+    db.drop_db().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+    Store::connect(&url).await.unwrap();
+    let lite = SqlitePool::connect(&url).await.unwrap();
+    let lite_columns: Vec<Column> = sqlx::query_as::<_, (String, String, String, bool)>(
+        "SELECT m.name, p.name, p.type, NOT p.\"notnull\" \
+         FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+           AND m.name <> '_sqlx_migrations' \
+         ORDER BY m.name, p.cid",
+    )
+    .fetch_all(&lite)
+    .await
+    .unwrap()
+    .into_iter()
+    // INTEGER is the spelling SQLite needs for an auto-assigned 64-bit id.
+    .map(|(t, c, ty, null)| {
+        let ty = match ty.to_lowercase().as_str() {
+            "integer" => "bigint".to_owned(),
+            other => other.to_owned(),
+        };
+        (t, c, ty, null)
+    })
+    .collect();
+    let mut lite_indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL",
+    )
+    .fetch_all(&lite)
+    .await
+    .unwrap();
+
+    assert!(pg_columns.len() > 10, "{pg_columns:?}");
+    assert_eq!(pg_columns, lite_columns);
+    pg_indexes.sort();
+    lite_indexes.sort();
+    assert_eq!(
+        pg_indexes,
+        ["outbox_unpublished", "run_history_run", "runs_created_at"]
+    );
+    assert_eq!(pg_indexes, lite_indexes);
+}

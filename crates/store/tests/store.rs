@@ -1,0 +1,703 @@
+//! Every store behaviour, written once and run on both backends: a fresh
+//! PostgreSQL database (the real server) and a SQLite file in a temp dir.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use slipway_messages::{
+    Deployment, Envelope, ExportCommand, Message, PlaceholderWork, RunEvent, Step, StepStatus,
+};
+use slipway_store::{
+    Applied, Backend, CancelOutcome, HistoryKind, NewRun, RunState, Store, StoreError,
+};
+use uuid::Uuid;
+
+/// A database for one test: its url (to open more replicas) and a store on it.
+struct Fixture {
+    url: String,
+    store: Store,
+}
+
+impl Fixture {
+    /// Another gateway replica: its own pool on the same database.
+    async fn replica(&self) -> Store {
+        Store::connect(&self.url).await.unwrap()
+    }
+}
+
+/// Generate `postgres::<name>` and `sqlite::<name>` tests calling `<name>(&Fixture)`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = slipway_testkit::pg::fresh_database().await.unwrap();
+                    let store = slipway_store::Store::connect(db.url()).await.unwrap();
+                    assert_eq!(store.backend(), slipway_store::Backend::Postgres);
+                    let fixture = super::Fixture { url: db.url().to_owned(), store };
+                    super::$name(&fixture).await;
+                    drop(fixture);
+                    db.drop_db().await.unwrap();
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let url = format!("sqlite://{}?mode=rwc", dir.path().join("slipway.db").display());
+                    let store = slipway_store::Store::connect(&url).await.unwrap();
+                    assert_eq!(store.backend(), slipway_store::Backend::Sqlite);
+                    super::$name(&super::Fixture { url, store }).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    create_run_writes_run_audit_and_outbox_together,
+    failed_create_writes_nothing,
+    claim_leases_oldest_first_and_published_rows_never_return,
+    concurrent_claimers_never_get_the_same_row,
+    happy_path_ends_succeeded,
+    redelivered_event_is_a_duplicate,
+    out_of_order_events_end_in_the_same_state,
+    failure_sets_the_reason,
+    terminal_states_are_final,
+    cancel_stops_a_run_before_the_import_only,
+    history_interleaves_events_and_transitions_in_order,
+    concurrent_replicas_apply_events_exactly_once,
+    unknown_run_and_wrong_kind_are_refused,
+    list_runs_newest_first,
+    reconnecting_reapplies_no_migration_and_keeps_data,
+);
+
+fn deployment() -> Deployment {
+    Deployment {
+        solution_name: "Contoso".into(),
+        source_environment: "dev".into(),
+        target_environment: "test".into(),
+        version: Some("1.0.0.2".into()),
+        settings: Some(serde_json::json!({"EnvironmentVariables": []})),
+        placeholder: PlaceholderWork::default(),
+    }
+}
+
+fn headers() -> BTreeMap<String, String> {
+    BTreeMap::from([(
+        "traceparent".to_owned(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+    )])
+}
+
+fn export_command(run: Uuid) -> Envelope {
+    Envelope::new(
+        run,
+        Message::Export(ExportCommand {
+            deployment: deployment(),
+        }),
+    )
+}
+
+/// Start a run; returns its id and first command.
+async fn start_run(store: &Store) -> (Uuid, Envelope) {
+    let id = Uuid::now_v7();
+    let command = export_command(id);
+    let new = NewRun {
+        id,
+        deployment: deployment(),
+        requested_by: "maker@contoso.com".into(),
+    };
+    store.create_run(&new, &command, &headers()).await.unwrap();
+    (id, command)
+}
+
+fn event(run: Uuid, step: Option<Step>, status: StepStatus, detail: Option<&str>) -> Envelope {
+    let service = step.map_or("gateway", |s| match s {
+        Step::Export => "exporter",
+        Step::Validate => "validator",
+        Step::Import => "importer",
+    });
+    Envelope::new(
+        run,
+        Message::RunEvent(RunEvent {
+            step,
+            status,
+            service: service.into(),
+            instance: Some(format!("{service}-host:1")),
+            detail: detail.map(Into::into),
+        }),
+    )
+}
+
+/// The six events of a successful run, in pipeline order.
+fn happy_events(run: Uuid) -> Vec<Envelope> {
+    let mut events = vec![];
+    for step in [Step::Export, Step::Validate, Step::Import] {
+        for status in [StepStatus::Started, StepStatus::Succeeded] {
+            events.push(event(run, Some(step), status, None));
+        }
+    }
+    events
+}
+
+async fn state_of(store: &Store, run: Uuid) -> RunState {
+    store.get_run(run).await.unwrap().unwrap().state
+}
+
+/// The states a run's audit rows moved it to, in order.
+async fn transitions(store: &Store, run: Uuid) -> Vec<RunState> {
+    let history = store.run_history(run).await.unwrap();
+    history
+        .iter()
+        .filter(|h| h.kind == HistoryKind::Transition)
+        .map(|h| h.state.unwrap())
+        .collect()
+}
+
+async fn create_run_writes_run_audit_and_outbox_together(fx: &Fixture) {
+    let store = &fx.store;
+    store.ping().await.unwrap();
+    let id = Uuid::now_v7();
+    let command = export_command(id);
+    let new = NewRun {
+        id,
+        deployment: deployment(),
+        requested_by: "maker@contoso.com".into(),
+    };
+    let run = store.create_run(&new, &command, &headers()).await.unwrap();
+    assert_eq!(run.state, RunState::Requested);
+    assert_eq!(store.get_run(id).await.unwrap(), Some(run.clone()));
+
+    let history = store.run_history(id).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].kind, HistoryKind::Transition);
+    assert_eq!(history[0].state, Some(RunState::Requested));
+    assert_eq!(history[0].actor.as_deref(), Some("maker@contoso.com"));
+    assert_eq!(history[0].at, run.created_at);
+
+    let claimed = store
+        .claim_outbox(10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].envelope, command);
+    assert_eq!(claimed[0].trace_headers, headers());
+}
+
+async fn failed_create_writes_nothing(fx: &Fixture) {
+    let store = &fx.store;
+    let (id, first) = start_run(store).await;
+    let again = NewRun {
+        id,
+        deployment: deployment(),
+        requested_by: "someone-else".into(),
+    };
+    let err = store
+        .create_run(&again, &export_command(id), &headers())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::DuplicateRun(dup) if dup == id),
+        "{err}"
+    );
+
+    let stranger = NewRun {
+        id: Uuid::now_v7(),
+        ..again
+    };
+    let err = store
+        .create_run(&stranger, &export_command(id), &headers())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::CommandRunMismatch { .. }),
+        "{err}"
+    );
+    assert_eq!(store.get_run(stranger.id).await.unwrap(), None);
+
+    // Only the first run's audit row and outbox row exist.
+    assert_eq!(transitions(store, id).await, [RunState::Requested]);
+    let claimed = store
+        .claim_outbox(10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = claimed.iter().map(|c| c.envelope.message_id).collect();
+    assert_eq!(ids, [first.message_id]);
+}
+
+async fn claim_leases_oldest_first_and_published_rows_never_return(fx: &Fixture) {
+    let store = &fx.store;
+    let mut commands = vec![];
+    for _ in 0..3 {
+        commands.push(start_run(store).await.1.message_id);
+    }
+    let lease = Duration::from_secs(60);
+    let first = store.claim_outbox(2, lease).await.unwrap();
+    let got: Vec<Uuid> = first.iter().map(|c| c.envelope.message_id).collect();
+    assert_eq!(got, commands[..2]);
+    assert!(first[0].id < first[1].id);
+
+    // Leased rows are not handed out again; the third one is.
+    let second = store.claim_outbox(10, lease).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].envelope.message_id, commands[2]);
+    assert!(store.claim_outbox(10, lease).await.unwrap().is_empty());
+    assert!(store.claim_outbox(0, lease).await.unwrap().is_empty());
+
+    let ids: Vec<i64> = first.iter().map(|c| c.id).collect();
+    store.mark_published(&ids).await.unwrap();
+    store.mark_published(&ids).await.unwrap(); // idempotent
+    store.mark_published(&[]).await.unwrap();
+
+    // An expired lease (here: zero) makes a row claimable again; published
+    // rows never come back.
+    let (_, late) = start_run(store).await;
+    let once = store.claim_outbox(10, Duration::ZERO).await.unwrap();
+    assert_eq!(once.len(), 1);
+    assert_eq!(once[0].envelope.message_id, late.message_id);
+    let again = store.claim_outbox(10, lease).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, once[0].id);
+    store
+        .mark_published(&[once[0].id, second[0].id])
+        .await
+        .unwrap();
+    let everything = store.claim_outbox(100, Duration::ZERO).await.unwrap();
+    assert!(everything.is_empty(), "{everything:?}");
+}
+
+async fn concurrent_claimers_never_get_the_same_row(fx: &Fixture) {
+    const ROWS: usize = 120;
+    for _ in 0..ROWS {
+        start_run(&fx.store).await;
+    }
+    let replicas = [fx.store.clone(), fx.replica().await];
+    let mut tasks = vec![];
+    for replica in replicas {
+        for _ in 0..3 {
+            let store = replica.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut mine = vec![];
+                loop {
+                    let batch = store
+                        .claim_outbox(7, Duration::from_secs(60))
+                        .await
+                        .unwrap();
+                    if batch.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(batch.into_iter().map(|item| item.id));
+                }
+            }));
+        }
+    }
+    let mut all = vec![];
+    for task in futures::future::join_all(tasks).await {
+        all.extend(task.unwrap());
+    }
+    let distinct: HashSet<i64> = all.iter().copied().collect();
+    assert_eq!(distinct.len(), all.len(), "a row was claimed twice");
+    assert_eq!(all.len(), ROWS);
+}
+
+async fn happy_path_ends_succeeded(fx: &Fixture) {
+    let store = &fx.store;
+    let (run, _) = start_run(store).await;
+    let mut applied = vec![];
+    for ev in happy_events(run) {
+        applied.push(store.apply_event(&ev).await.unwrap());
+    }
+    use RunState::*;
+    let t = |from, to| Applied::Transitioned { from, to };
+    assert_eq!(
+        applied,
+        [
+            t(Requested, Exporting),
+            t(Exporting, Validating),
+            Applied::Recorded, // validate started: already validating
+            t(Validating, Importing),
+            Applied::Recorded, // import started: already importing
+            t(Importing, Succeeded),
+        ]
+    );
+    let done = store.get_run(run).await.unwrap().unwrap();
+    assert_eq!(done.state, Succeeded);
+    assert_eq!(done.reason, None);
+    assert!(done.updated_at >= done.created_at);
+    // Retrying after the end changes nothing either.
+    let retry = event(run, Some(Step::Import), StepStatus::Retrying, Some("429"));
+    assert_eq!(store.apply_event(&retry).await.unwrap(), Applied::Recorded);
+}
+
+async fn redelivered_event_is_a_duplicate(fx: &Fixture) {
+    let store = &fx.store;
+    let (run, _) = start_run(store).await;
+    let started = event(run, Some(Step::Export), StepStatus::Started, None);
+    assert!(matches!(
+        store.apply_event(&started).await.unwrap(),
+        Applied::Transitioned { .. }
+    ));
+    let mut redelivered = started.clone();
+    redelivered.attempt = 2;
+    assert_eq!(
+        store.apply_event(&redelivered).await.unwrap(),
+        Applied::Duplicate
+    );
+
+    for ev in happy_events(run) {
+        store.apply_event(&ev).await.unwrap();
+        assert_eq!(store.apply_event(&ev).await.unwrap(), Applied::Duplicate);
+    }
+    // A second, distinct "import succeeded" is recorded but is not a second success.
+    let extra = event(run, Some(Step::Import), StepStatus::Succeeded, None);
+    assert_eq!(store.apply_event(&extra).await.unwrap(), Applied::Recorded);
+
+    let history = store.run_history(run).await.unwrap();
+    let events = history
+        .iter()
+        .filter(|h| h.kind == HistoryKind::Event)
+        .count();
+    assert_eq!(events, 1 + 6 + 1);
+    let succeeded = transitions(store, run)
+        .await
+        .into_iter()
+        .filter(|s| *s == RunState::Succeeded)
+        .count();
+    assert_eq!(succeeded, 1);
+}
+
+async fn out_of_order_events_end_in_the_same_state(fx: &Fixture) {
+    let store = &fx.store;
+    let orders: [&[usize]; 4] = [
+        &[0, 1, 2, 3, 4, 5],
+        &[5, 4, 3, 2, 1, 0],
+        &[0, 2, 1, 4, 3, 5],
+        &[2, 0, 5, 1, 3, 4],
+    ];
+    for order in orders {
+        let (run, _) = start_run(store).await;
+        let events = happy_events(run);
+        for &i in order {
+            store.apply_event(&events[i]).await.unwrap();
+        }
+        assert_eq!(state_of(store, run).await, RunState::Succeeded, "{order:?}");
+        let moves = transitions(store, run).await;
+        assert!(
+            moves.windows(2).all(|w| w[0].rank() < w[1].rank()),
+            "moved backwards for {order:?}: {moves:?}"
+        );
+        assert_eq!(moves.last(), Some(&RunState::Succeeded));
+    }
+    // A late "export started" after "validate started" does not move back.
+    let (run, _) = start_run(store).await;
+    let validate = event(run, Some(Step::Validate), StepStatus::Started, None);
+    store.apply_event(&validate).await.unwrap();
+    let late = event(run, Some(Step::Export), StepStatus::Started, None);
+    assert_eq!(store.apply_event(&late).await.unwrap(), Applied::Recorded);
+    assert_eq!(state_of(store, run).await, RunState::Validating);
+}
+
+async fn failure_sets_the_reason(fx: &Fixture) {
+    let store = &fx.store;
+    let (run, _) = start_run(store).await;
+    store
+        .apply_event(&event(run, Some(Step::Export), StepStatus::Started, None))
+        .await
+        .unwrap();
+    let why = "missing dependency: contoso_core 2.0";
+    let failed = event(run, Some(Step::Validate), StepStatus::Failed, Some(why));
+    assert_eq!(
+        store.apply_event(&failed).await.unwrap(),
+        Applied::Transitioned {
+            from: RunState::Exporting,
+            to: RunState::Failed
+        }
+    );
+    let done = store.get_run(run).await.unwrap().unwrap();
+    assert_eq!(done.state, RunState::Failed);
+    assert_eq!(done.reason.as_deref(), Some(why));
+    let history = store.run_history(run).await.unwrap();
+    let last = history.last().unwrap();
+    assert_eq!(last.kind, HistoryKind::Transition);
+    assert_eq!(last.state, Some(RunState::Failed));
+    assert_eq!(last.actor.as_deref(), Some("validator"));
+    assert_eq!(last.detail.as_deref(), Some(why));
+
+    // Without a detail the reason still says what failed.
+    let (run, _) = start_run(store).await;
+    let bare = event(run, Some(Step::Import), StepStatus::Failed, None);
+    store.apply_event(&bare).await.unwrap();
+    let reason = store.get_run(run).await.unwrap().unwrap().reason.unwrap();
+    assert!(
+        reason.contains("import") && reason.contains("importer"),
+        "{reason}"
+    );
+}
+
+async fn terminal_states_are_final(fx: &Fixture) {
+    let store = &fx.store;
+    let (run, _) = start_run(store).await;
+    let why = "import job failed: solution is managed";
+    store
+        .apply_event(&event(
+            run,
+            Some(Step::Import),
+            StepStatus::Failed,
+            Some(why),
+        ))
+        .await
+        .unwrap();
+    for ev in happy_events(run) {
+        assert_eq!(store.apply_event(&ev).await.unwrap(), Applied::Recorded);
+    }
+    let other = event(run, None, StepStatus::Failed, Some("another reason"));
+    assert_eq!(store.apply_event(&other).await.unwrap(), Applied::Recorded);
+    let done = store.get_run(run).await.unwrap().unwrap();
+    assert_eq!(done.state, RunState::Failed);
+    assert_eq!(done.reason.as_deref(), Some(why));
+    assert_eq!(
+        transitions(store, run).await,
+        [RunState::Requested, RunState::Failed]
+    );
+}
+
+async fn cancel_stops_a_run_before_the_import_only(fx: &Fixture) {
+    let store = &fx.store;
+    let (run, _) = start_run(store).await;
+    let events = happy_events(run);
+    store.apply_event(&events[0]).await.unwrap(); // exporting
+    let outcome = store
+        .cancel_run(run, "lead@contoso.com", Some("wrong version"))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        CancelOutcome::Canceled {
+            from: RunState::Exporting
+        }
+    );
+    let done = store.get_run(run).await.unwrap().unwrap();
+    assert_eq!(done.state, RunState::Canceled);
+    assert_eq!(done.reason.as_deref(), Some("wrong version"));
+    let last = store.run_history(run).await.unwrap().pop().unwrap();
+    assert_eq!(last.actor.as_deref(), Some("lead@contoso.com"));
+    assert_eq!(last.state, Some(RunState::Canceled));
+    // The workers' later events are recorded and change nothing.
+    for ev in &events[1..] {
+        assert_eq!(store.apply_event(ev).await.unwrap(), Applied::Recorded);
+    }
+    assert_eq!(
+        store.cancel_run(run, "lead", None).await.unwrap(),
+        CancelOutcome::TooLate {
+            state: RunState::Canceled
+        }
+    );
+
+    // Once importing, a run can no longer be canceled.
+    let (run, _) = start_run(store).await;
+    let importing = event(run, Some(Step::Import), StepStatus::Started, None);
+    store.apply_event(&importing).await.unwrap();
+    assert_eq!(
+        store.cancel_run(run, "lead", None).await.unwrap(),
+        CancelOutcome::TooLate {
+            state: RunState::Importing
+        }
+    );
+    assert_eq!(state_of(store, run).await, RunState::Importing);
+    assert_eq!(
+        store
+            .cancel_run(Uuid::now_v7(), "lead", None)
+            .await
+            .unwrap(),
+        CancelOutcome::UnknownRun
+    );
+}
+
+async fn history_interleaves_events_and_transitions_in_order(fx: &Fixture) {
+    let store = &fx.store;
+    let (run, _) = start_run(store).await;
+    let events = happy_events(run);
+    let retry = event(run, Some(Step::Validate), StepStatus::Retrying, Some("503"));
+    for ev in [&events[0], &events[1], &events[2], &retry] {
+        store.apply_event(ev).await.unwrap();
+    }
+    let history = store.run_history(run).await.unwrap();
+    let summary: Vec<String> = history
+        .iter()
+        .map(|h| match h.kind {
+            HistoryKind::Transition => format!("-> {}", h.state.unwrap()),
+            HistoryKind::Event => format!(
+                "{} {:?}",
+                h.step.map_or("-", Step::as_str),
+                h.status.unwrap()
+            ),
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "-> requested",
+            "export Started",
+            "-> exporting",
+            "export Succeeded",
+            "-> validating",
+            "validate Started",
+            "validate Retrying",
+        ]
+    );
+    assert!(history.windows(2).all(|w| w[0].at <= w[1].at));
+    let retry_row = history.last().unwrap();
+    assert_eq!(retry_row.service.as_deref(), Some("validator"));
+    assert_eq!(retry_row.instance.as_deref(), Some("validator-host:1"));
+    assert_eq!(retry_row.detail.as_deref(), Some("503"));
+    assert!(store.run_history(Uuid::now_v7()).await.unwrap().is_empty());
+}
+
+async fn concurrent_replicas_apply_events_exactly_once(fx: &Fixture) {
+    const RUNS: usize = 4;
+    const DELIVERIES: usize = 3;
+    let replicas = [fx.store.clone(), fx.replica().await];
+    let mut runs = vec![];
+    let mut tasks = vec![];
+    for _ in 0..RUNS {
+        let (run, _) = start_run(&fx.store).await;
+        runs.push(run);
+        // Every event delivered several times, to both replicas at once,
+        // newest first so out-of-order arrival races as well.
+        for ev in happy_events(run).into_iter().rev() {
+            for delivery in 0..DELIVERIES {
+                let store = replicas[delivery % 2].clone();
+                let ev = ev.clone();
+                tasks.push(tokio::spawn(async move { store.apply_event(&ev).await }));
+            }
+        }
+    }
+    let results: Vec<Applied> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .collect();
+    let duplicates = results.iter().filter(|a| **a == Applied::Duplicate).count();
+    assert_eq!(duplicates, RUNS * 6 * (DELIVERIES - 1));
+    for run in runs {
+        assert_eq!(state_of(&fx.store, run).await, RunState::Succeeded);
+        let moves = transitions(&fx.store, run).await;
+        assert_eq!(
+            moves.iter().filter(|s| **s == RunState::Succeeded).count(),
+            1,
+            "{moves:?}"
+        );
+        assert!(
+            moves.windows(2).all(|w| w[0].rank() < w[1].rank()),
+            "{moves:?}"
+        );
+        let history = fx.store.run_history(run).await.unwrap();
+        let events = history.iter().filter(|h| h.kind == HistoryKind::Event);
+        assert_eq!(events.count(), 6);
+    }
+}
+
+async fn unknown_run_and_wrong_kind_are_refused(fx: &Fixture) {
+    let store = &fx.store;
+    let stray = event(
+        Uuid::now_v7(),
+        Some(Step::Export),
+        StepStatus::Started,
+        None,
+    );
+    assert_eq!(
+        store.apply_event(&stray).await.unwrap(),
+        Applied::UnknownRun
+    );
+    assert_eq!(store.get_run(stray.run_id).await.unwrap(), None);
+
+    let (run, command) = start_run(store).await;
+    let err = store.apply_event(&command).await.unwrap_err();
+    assert!(err.to_string().contains("`export`"), "{err}");
+    assert_eq!(transitions(store, run).await, [RunState::Requested]);
+}
+
+async fn list_runs_newest_first(fx: &Fixture) {
+    let store = &fx.store;
+    assert!(store.list_runs(10).await.unwrap().is_empty());
+    let mut ids = vec![];
+    for _ in 0..3 {
+        ids.push(start_run(store).await.0);
+        // Distinct creation times without relying on uuid order.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let listed: Vec<Uuid> = store
+        .list_runs(2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, [ids[2], ids[1]]);
+    assert_eq!(store.list_runs(100).await.unwrap().len(), 3);
+}
+
+async fn reconnecting_reapplies_no_migration_and_keeps_data(fx: &Fixture) {
+    let (run, _) = start_run(&fx.store).await;
+    let again = fx.replica().await;
+    let third = fx.replica().await;
+    assert_eq!(third.backend(), fx.store.backend());
+    assert_eq!(state_of(&again, run).await, RunState::Requested);
+    let ev = event(run, Some(Step::Export), StepStatus::Started, None);
+    assert!(matches!(
+        again.apply_event(&ev).await.unwrap(),
+        Applied::Transitioned { .. }
+    ));
+    assert_eq!(third.apply_event(&ev).await.unwrap(), Applied::Duplicate);
+    assert_eq!(state_of(&fx.store, run).await, RunState::Exporting);
+}
+
+#[tokio::test]
+async fn in_memory_sqlite_keeps_its_data_across_calls() {
+    let store = Store::connect("sqlite::memory:").await.unwrap();
+    assert_eq!(store.backend(), Backend::Sqlite);
+    let (run, _) = start_run(&store).await;
+    for ev in happy_events(run) {
+        store.apply_event(&ev).await.unwrap();
+    }
+    assert_eq!(state_of(&store, run).await, RunState::Succeeded);
+    assert_eq!(
+        store
+            .claim_outbox(5, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn bad_urls_get_clear_errors() {
+    let err = Store::connect("mysql://root@localhost/slipway")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("must start with"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    // mode=ro on a missing file: cannot open.
+    let url = format!(
+        "sqlite://{}?mode=ro",
+        dir.path().join("missing.db").display()
+    );
+    let err = Store::connect(&url).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Connect {
+                backend: Backend::Sqlite,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
