@@ -1,1 +1,284 @@
-//! TODO
+//! The message bus between Slipway's services: RabbitMQ for the deployed
+//! services, an in-process transport with the same semantics for
+//! `slipway dev` and fast tests.
+//!
+//! [`Bus::publish`] routes an [`Envelope`] by its message (commands to their
+//! role's queue, run events to the gateway) and returns only once the broker
+//! confirmed it. [`Bus::consume`] runs a [`Handler`] on each delivery with
+//! prefetch-bounded concurrency and acks only after the handler returned; a
+//! transient failure goes through a retry queue with backoff, a message that
+//! keeps failing (or is permanent, or undecodable) is parked with its reason
+//! and reported as a failed [`RunEvent`](slipway_messages::RunEvent). W3C
+//! trace context travels in message headers.
+//!
+//! Layout:
+//! - `config`: [`BusConfig`], [`Transport`] and the backoff rule.
+//! - `topology`: exchange and queue names ([`QueueName`]), retry tiers.
+//! - `deliver`: what happens to one delivery, shared by both transports.
+//! - `amqp`: lapin connection, confirm channels, consumer loop, reconnects.
+//! - `memory`: the in-process transport.
+//! - `trace`: trace-context headers.
+//!
+//! This crate never drops a message silently (it is acked only once handled,
+//! retried or parked), never interprets message bodies beyond decoding the
+//! envelope, and never panics on what arrives from the broker.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod amqp;
+mod config;
+mod deliver;
+mod error;
+mod memory;
+mod topology;
+mod trace;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use slipway_messages::{Envelope, Role};
+use tokio::task::JoinSet;
+
+pub use config::{BusConfig, Transport};
+pub use error::{BusError, HandlerError};
+pub use tokio_util::sync::CancellationToken;
+pub use topology::QueueName;
+pub use trace::{TraceHeaders, current_trace_headers};
+
+/// A connection to the bus. Cheap to clone; shared by all tasks of a process.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    inner: Inner,
+}
+
+#[derive(Clone, Debug)]
+enum Inner {
+    Amqp(Arc<amqp::AmqpBus>),
+    Memory(Arc<memory::MemoryBus>),
+}
+
+/// Processes one message. Called concurrently (up to `prefetch`), and again
+/// for a redelivered message, so implementations must be idempotent.
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// `Ok` acks the message; the handler publishes any follow-up message
+    /// itself before returning, so the ack comes after that publish's confirm.
+    async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError>;
+}
+
+/// A [`Handler`] made from an async closure, for small handlers and tests.
+pub struct FnHandler<F>(pub F);
+
+impl<F> std::fmt::Debug for FnHandler<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FnHandler")
+    }
+}
+
+#[async_trait::async_trait]
+impl<F, Fut> Handler for FnHandler<F>
+where
+    F: Fn(Envelope) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {
+        (self.0)(envelope).await
+    }
+}
+
+/// A message taken from a parking queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedMessage {
+    /// The message as it arrived (possibly not even JSON).
+    pub body: Vec<u8>,
+    /// Why it was parked (the `x-slipway-reason` header).
+    pub reason: String,
+    /// The delivery attempt at which it was parked.
+    pub attempt: u32,
+}
+
+impl ParkedMessage {
+    fn from_parts(body: Vec<u8>, headers: &TraceHeaders) -> Self {
+        ParkedMessage {
+            reason: headers
+                .get(deliver::REASON_HEADER)
+                .cloned()
+                .unwrap_or_default(),
+            attempt: headers
+                .get(deliver::ATTEMPT_HEADER)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_default(),
+            body,
+        }
+    }
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone)]
+enum Route {
+    /// The command exchange, routed to a role's queue.
+    Command(Role),
+    /// The event exchange, with this routing key.
+    Event(String),
+    /// Straight into a queue.
+    Queue(QueueName),
+    /// The queue's retry queue with this delay.
+    Retry(QueueName, Duration),
+    /// The queue's parking queue.
+    Parked(QueueName),
+}
+
+impl Bus {
+    /// Connects (AMQP) or creates (in-process) the bus and declares its
+    /// topology idempotently.
+    pub async fn connect(config: &BusConfig) -> Result<Bus, BusError> {
+        let inner = match config.transport {
+            Transport::Amqp => Inner::Amqp(Arc::new(amqp::AmqpBus::connect(config).await?)),
+            Transport::InProcess => Inner::Memory(Arc::new(memory::MemoryBus::new(config))),
+        };
+        Ok(Bus { inner })
+    }
+
+    /// Publishes a message and waits for the broker's confirm: commands go to
+    /// their role's queue, run events to the event exchange. Carries the trace
+    /// context of the current span.
+    pub async fn publish(&self, envelope: &Envelope) -> Result<(), BusError> {
+        self.publish_with_headers(envelope, &current_trace_headers())
+            .await
+    }
+
+    /// [`Bus::publish`] with explicit trace headers, e.g. the `traceparent`
+    /// stored with an outbox row.
+    pub async fn publish_with_headers(
+        &self,
+        envelope: &Envelope,
+        headers: &TraceHeaders,
+    ) -> Result<(), BusError> {
+        let route = match (&envelope.message.role(), &envelope.message) {
+            (Some(role), _) => Route::Command(*role),
+            (None, slipway_messages::Message::RunEvent(event)) => {
+                Route::Event(topology::event_routing_key(&event.service, event.status))
+            }
+            (None, _) => Route::Queue(QueueName::Events),
+        };
+        self.send(route, &envelope.encode(), headers).await
+    }
+
+    /// Puts bytes as they are into a queue, e.g. to replay a parked message.
+    pub async fn publish_raw(
+        &self,
+        queue: QueueName,
+        body: &[u8],
+        headers: &TraceHeaders,
+    ) -> Result<(), BusError> {
+        self.send(Route::Queue(queue), body, headers).await
+    }
+
+    /// Consumes `queue` until `shutdown` is cancelled: acks after `handler`
+    /// returned `Ok`, retries transient errors with backoff, parks after
+    /// `max_attempts`, on permanent errors and undecodable messages (and then
+    /// publishes a failed run event), and reconnects after the broker dropped
+    /// the connection. On shutdown it stops taking deliveries, lets in-flight
+    /// handlers finish (up to `shutdown_grace_ms`), returns the rest to the
+    /// queue and returns `Ok`. Each handler call runs in a span whose parent
+    /// is the trace context from the message headers.
+    pub async fn consume<H: Handler>(
+        &self,
+        queue: QueueName,
+        handler: H,
+        shutdown: CancellationToken,
+    ) -> Result<(), BusError> {
+        let handler = Arc::new(handler);
+        match &self.inner {
+            Inner::Amqp(amqp) => amqp.consume(self, queue, handler, shutdown).await,
+            Inner::Memory(memory) => memory.consume(self, queue, handler, shutdown).await,
+        }
+    }
+
+    /// Is the connection up (for `/readyz`)? Always true in-process.
+    pub fn is_ready(&self) -> bool {
+        match &self.inner {
+            Inner::Amqp(amqp) => amqp.is_ready(),
+            Inner::Memory(_) => true,
+        }
+    }
+
+    /// Messages ready in a queue (not counting unacked ones).
+    pub async fn queue_depth(&self, queue: QueueName) -> Result<u32, BusError> {
+        match &self.inner {
+            Inner::Amqp(amqp) => amqp.depth(queue).await,
+            Inner::Memory(memory) => Ok(memory.depth(queue)),
+        }
+    }
+
+    /// Takes every message from a role's parking queue.
+    pub async fn drain_parked(&self, role: Role) -> Result<Vec<ParkedMessage>, BusError> {
+        self.drain_parked_queue(QueueName::Role(role)).await
+    }
+
+    /// Takes every message from any queue's parking queue (the gateway's included).
+    pub async fn drain_parked_queue(
+        &self,
+        queue: QueueName,
+    ) -> Result<Vec<ParkedMessage>, BusError> {
+        match &self.inner {
+            Inner::Amqp(amqp) => amqp.drain_parked(queue).await,
+            Inner::Memory(memory) => Ok(memory.drain_parked(queue)),
+        }
+    }
+
+    fn config(&self) -> &BusConfig {
+        match &self.inner {
+            Inner::Amqp(amqp) => &amqp.config,
+            Inner::Memory(memory) => &memory.config,
+        }
+    }
+
+    async fn send(
+        &self,
+        route: Route,
+        body: &[u8],
+        headers: &TraceHeaders,
+    ) -> Result<(), BusError> {
+        match &self.inner {
+            Inner::Amqp(amqp) => amqp.send(route, body, headers).await,
+            Inner::Memory(memory) => {
+                memory.send(route, body, headers);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `host:pid`, naming this replica in the run events the bus publishes.
+pub fn instance_name() -> String {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        format!("{host}:{}", std::process::id())
+    })
+    .clone()
+}
+
+/// Waits for in-flight handlers up to the shutdown grace, then aborts the
+/// rest (their messages are unacked, so they go back to the queue).
+async fn finish_in_flight(in_flight: &mut JoinSet<()>, config: &BusConfig) {
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let drained = tokio::time::timeout(grace, async {
+        while in_flight.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            still_running = in_flight.len(),
+            ?grace,
+            "handlers did not finish within the shutdown grace; returning their messages to the queue"
+        );
+        in_flight.shutdown().await;
+    }
+}

@@ -29,22 +29,11 @@ pub async fn serve<S: Step>(bus: Bus, step: S, shutdown: CancellationToken) -> a
     let handler = StepHandler {
         bus: bus.clone(),
         step,
-        instance: instance_name(),
+        instance: slipway_bus::instance_name(),
     };
     bus.consume(QueueName::Role(role), handler, shutdown).await?;
     tracing::info!(%role, "worker stopped");
     Ok(())
-}
-
-/// `host:pid`, naming this replica in run events.
-pub fn instance_name() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{host}:{}", std::process::id())
 }
 
 #[derive(Debug)]

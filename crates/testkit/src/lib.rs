@@ -15,3 +15,13 @@ pub mod bins;
 pub mod pg;
 pub mod rabbit;
 pub mod solution_zip;
+
+/// An HTTP client for tests. reqwest is built without a default crypto
+/// provider (the workspace uses ring, not aws-lc), so this installs ring's
+/// first: plain http needs none, but the client refuses to build without one.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    // Fails only when a provider is already installed, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    use anyhow::Context as _;
+    reqwest::Client::builder().build().context("cannot build an http client")
+}

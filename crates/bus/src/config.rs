@@ -1,0 +1,129 @@
+//! Bus settings, deserialized by `slipway-service` from the `bus` config section.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Which transport carries the messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// RabbitMQ over AMQP 0-9-1: the multi-process deployment.
+    #[default]
+    Amqp,
+    /// Tokio queues inside one process: `slipway dev` and fast unit tests.
+    InProcess,
+}
+
+/// Bus settings. Every field has a default, so a config file names only what it changes.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct BusConfig {
+    pub transport: Transport,
+    /// `amqp://user:password@host:port/vhost` (the default vhost is `%2f`).
+    pub url: String,
+    /// Names every exchange and queue (`{prefix}.commands`, `{prefix}.exporter`...),
+    /// so several installations or tests can share a broker.
+    pub prefix: String,
+    /// Unacknowledged deliveries per consumer, and so its handler concurrency.
+    pub prefetch: u16,
+    /// Deliveries of one message (the first included) before it is parked.
+    pub max_attempts: u32,
+    /// Retry backoff: `retry_base_ms * 2^(attempt-1)`, capped at `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// How long one publish waits for the broker's confirm.
+    pub publish_timeout_ms: u64,
+    /// Cap of the backoff between reconnect attempts.
+    pub reconnect_max_ms: u64,
+    /// How long a publish keeps retrying (reconnecting) while the broker is
+    /// unreachable before it fails.
+    pub publish_retry_ms: u64,
+    /// How long shutdown waits for in-flight handlers before requeueing them.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            transport: Transport::Amqp,
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            prefix: "slipway".into(),
+            prefetch: 32,
+            max_attempts: 5,
+            retry_base_ms: 200,
+            retry_max_ms: 30_000,
+            publish_timeout_ms: 5_000,
+            reconnect_max_ms: 5_000,
+            publish_retry_ms: 30_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl BusConfig {
+    /// The wait before delivery `attempt + 1` after delivery `attempt` failed.
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        let factor = 1u64
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u64::MAX);
+        Duration::from_millis(
+            self.retry_base_ms
+                .saturating_mul(factor)
+                .min(self.retry_max_ms),
+        )
+    }
+
+    /// The distinct retry delays in use (one AMQP retry queue each), shortest first.
+    pub(crate) fn retry_tiers(&self) -> Vec<Duration> {
+        let mut tiers: Vec<Duration> = (1..self.max_attempts.max(1))
+            .map(|attempt| self.retry_delay(attempt))
+            .collect();
+        tiers.dedup();
+        tiers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let config = BusConfig::default();
+        assert_eq!(config.retry_delay(1), Duration::from_millis(200));
+        assert_eq!(config.retry_delay(2), Duration::from_millis(400));
+        assert_eq!(config.retry_delay(40), Duration::from_millis(30_000));
+        assert_eq!(config.retry_delay(u32::MAX), Duration::from_millis(30_000));
+    }
+
+    #[test]
+    fn one_tier_per_retry_until_the_cap() {
+        let config = BusConfig {
+            max_attempts: 12,
+            retry_base_ms: 1_000,
+            retry_max_ms: 4_000,
+            ..BusConfig::default()
+        };
+        let tiers: Vec<u64> = config
+            .retry_tiers()
+            .iter()
+            .map(|d| d.as_millis() as u64)
+            .collect();
+        assert_eq!(tiers, [1_000, 2_000, 4_000]);
+        let single = BusConfig {
+            max_attempts: 1,
+            ..BusConfig::default()
+        };
+        assert!(single.retry_tiers().is_empty());
+    }
+
+    #[test]
+    fn config_names_transport_in_snake_case() {
+        let config: BusConfig =
+            serde_json::from_str(r#"{"transport":"in_process","prefetch":4}"#).unwrap();
+        assert_eq!(config.transport, Transport::InProcess);
+        assert_eq!(config.prefetch, 4);
+        assert_eq!(config.max_attempts, 5);
+    }
+}

@@ -1,0 +1,98 @@
+//! What only the RabbitMQ transport has: topology on a real broker, a clear
+//! error when the broker is absent, and surviving dropped connections.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use slipway_bus::{Bus, BusConfig, BusError, FnHandler, QueueName, Transport};
+use slipway_messages::{Envelope, Role};
+
+const EXPORTER: QueueName = QueueName::Role(Role::Exporter);
+
+#[tokio::test]
+async fn declaring_the_topology_twice_is_idempotent() {
+    let t = test_bus(Transport::Amqp).await;
+    // Same settings, and different backoff settings (new retry tiers): both
+    // must coexist with what the first bus declared.
+    let again = Bus::connect(&t.config).await.unwrap();
+    let other_tiers = BusConfig {
+        retry_base_ms: 50,
+        max_attempts: 6,
+        ..t.config.clone()
+    };
+    let third = Bus::connect(&other_tiers).await.unwrap();
+    assert!(again.is_ready() && third.is_ready());
+
+    third.publish(&export_command()).await.unwrap();
+    again.publish(&export_command()).await.unwrap();
+    assert_eq!(t.bus.queue_depth(EXPORTER).await.unwrap(), 2);
+    assert_eq!(t.bus.queue_depth(QueueName::Events).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn an_absent_broker_is_a_clear_error() {
+    let config = BusConfig {
+        url: "amqp://guest:secret@127.0.0.1:1/%2f".into(),
+        ..BusConfig::default()
+    };
+    let err = Bus::connect(&config).await.unwrap_err();
+    assert!(matches!(err, BusError::Connect { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("rabbitmq-server -detached"), "{message}");
+    assert!(message.contains("127.0.0.1:1"), "{message}");
+    assert!(
+        !message.contains("secret"),
+        "the password is not shown: {message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_and_publisher_survive_dropped_connections() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let t = test_bus(Transport::Amqp).await;
+    let vhost = t.vhost.as_ref().unwrap();
+    let handled = Arc::new(Mutex::new(HashSet::new()));
+    let seen = Arc::clone(&handled);
+    let handler = FnHandler(move |envelope: Envelope| {
+        seen.lock().unwrap().insert(envelope.message_id);
+        async {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Ok(())
+        }
+    });
+    let (_stop, _task) = spawn_consumer(&t.bus, EXPORTER, handler);
+
+    let total = 300;
+    let mut sent = HashSet::new();
+    let mut cut = Vec::new();
+    for i in 0..total {
+        if i == total / 3 || i == 2 * total / 3 {
+            eventually("some messages handled before the cut", || async {
+                !handled.lock().unwrap().is_empty()
+            })
+            .await;
+            let closed = vhost.close_all_connections().await.unwrap();
+            assert!(!closed.is_empty(), "the bus had a connection to close");
+            cut.extend(closed);
+        }
+        let envelope = export_command();
+        t.bus.publish(&envelope).await.unwrap();
+        sent.insert(envelope.message_id);
+    }
+    eventually("every message handled after the reconnects", || async {
+        handled.lock().unwrap().is_superset(&sent)
+    })
+    .await;
+    assert!(t.bus.is_ready());
+    let now = vhost.connection_names().await.unwrap();
+    assert!(
+        now.iter().all(|name| !cut.contains(name)),
+        "the bus runs on a new connection: {now:?} vs closed {cut:?}"
+    );
+    assert!(t.bus.drain_parked(Role::Exporter).await.unwrap().is_empty());
+}
