@@ -1,0 +1,653 @@
+//! Persistence: every environment's state in one SQLite database (sqlx).
+//!
+//! Entity rows are returned as JSON objects with Dataverse's column names,
+//! so the API layer can apply `$select` and `$filter` generically.
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+
+use serde_json::{Map, Value, json};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{Row, SqlitePool};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+use crate::SimError;
+use crate::config::{ConnectionConfig, DataLocation};
+
+/// A component identity as stored: (type as written, lowercase name).
+pub type Key = (String, String);
+
+/// JSON object rows.
+pub type Rows = Vec<Map<String, Value>>;
+
+/// Handle on the database. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// An installed solution, as the import rules need it.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    /// Unique name as installed.
+    pub unique_name: String,
+    /// Version as written.
+    pub version: String,
+    /// Managed or not.
+    pub managed: bool,
+}
+
+/// An environment variable definition to register.
+#[derive(Debug, Clone)]
+pub struct EnvVarDefinition {
+    pub schema_name: String,
+    pub display_name: Option<String>,
+    /// Option-set code, 100000000..100000005.
+    pub kind: i64,
+    pub default_value: Option<String>,
+    pub required: bool,
+}
+
+/// Everything an accepted import writes (see `engine`).
+#[derive(Debug, Clone)]
+pub struct ImportWrite {
+    pub env: String,
+    pub unique_name: String,
+    pub friendly_name: Option<String>,
+    pub version: String,
+    pub managed: bool,
+    pub publisher: String,
+    pub zip: Vec<u8>,
+    /// Replace the solution's components (upgrade) instead of merging (update).
+    pub replace_components: bool,
+    pub components: BTreeSet<Key>,
+    pub requirements: BTreeSet<Key>,
+    pub env_var_definitions: Vec<EnvVarDefinition>,
+    /// (schema name, value): explicit values replace, packaged current values only fill gaps.
+    pub env_var_values: Vec<(String, String)>,
+    pub packaged_env_var_values: Vec<(String, String)>,
+    /// (logical name, display name, connector id)
+    pub connection_references: Vec<(String, Option<String>, String)>,
+    /// (logical name, connection id)
+    pub connection_bindings: Vec<(String, String)>,
+}
+
+fn now() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+fn uuid_of(s: &str) -> Uuid {
+    Uuid::parse_str(s).unwrap_or_default()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub async fn open(data: &DataLocation) -> Result<Self, SimError> {
+        let (options, pool_options) = match data {
+            DataLocation::Memory => (
+                SqliteConnectOptions::from_str("sqlite::memory:")?,
+                // One connection that never closes: each in-memory connection
+                // is its own database.
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None),
+            ),
+            DataLocation::File(path) => (
+                SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal),
+                SqlitePoolOptions::new().max_connections(4),
+            ),
+        };
+        let pool = pool_options.connect_with(options).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Closes the pool (flushes the file).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Creates the environment's row (with fresh ids) unless it exists.
+    pub async fn ensure_environment(&self, env: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO environments (name, organization_id, business_unit_id, user_id)
+             VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(env)
+        .bind(Uuid::new_v4().to_string())
+        .bind(Uuid::new_v4().to_string())
+        .bind(Uuid::new_v4().to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// `WhoAmI` answer for the environment.
+    pub async fn who_am_i(&self, env: &str) -> Result<Option<Value>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT organization_id, business_unit_id, user_id FROM environments WHERE name = ?",
+        )
+        .bind(env)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| {
+            json!({
+                "BusinessUnitId": r.get::<String, _>(1),
+                "UserId": r.get::<String, _>(2),
+                "OrganizationId": r.get::<String, _>(0),
+            })
+        }))
+    }
+
+    /// Makes the environment's connections exactly the configured ones.
+    pub async fn set_connections(
+        &self,
+        env: &str,
+        connections: &[ConnectionConfig],
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM connections WHERE env = ?")
+            .bind(env)
+            .execute(&mut *tx)
+            .await?;
+        for c in connections {
+            sqlx::query(
+                "INSERT INTO connections (env, connection_id, connector_id, display_name, status)
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(env)
+            .bind(&c.id)
+            .bind(&c.connector_id)
+            .bind(&c.display_name)
+            .bind(&c.status)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// The environment's connections as [`ConnectionConfig`]s.
+    pub async fn connections(&self, env: &str) -> Result<Vec<ConnectionConfig>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT connection_id, connector_id, display_name, status FROM connections
+             WHERE env = ? ORDER BY connection_id",
+        )
+        .bind(env)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ConnectionConfig {
+                id: r.get(0),
+                connector_id: r.get(1),
+                display_name: r.get(2),
+                status: r.get(3),
+            })
+            .collect())
+    }
+
+    /// The installed solution with this unique name.
+    pub async fn installed(&self, env: &str, name: &str) -> Result<Option<Installed>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT unique_name, version, managed FROM solutions
+             WHERE env = ? AND unique_name = ?",
+        )
+        .bind(env)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| Installed {
+            unique_name: r.get(0),
+            version: r.get(1),
+            managed: r.get::<i64, _>(2) != 0,
+        }))
+    }
+
+    /// The zip an installed solution was imported from.
+    pub async fn solution_zip(
+        &self,
+        env: &str,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, sqlx::Error> {
+        sqlx::query_scalar("SELECT zip FROM solutions WHERE env = ? AND unique_name = ?")
+            .bind(env)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Components registered by installed solutions, with their owner.
+    pub async fn components(&self, env: &str) -> Result<Vec<(String, Key)>, sqlx::Error> {
+        let rows =
+            sqlx::query("SELECT solution, component_type, name FROM components WHERE env = ?")
+                .bind(env)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect())
+    }
+
+    /// What installed solutions require from others, with the requirer.
+    pub async fn requirements(&self, env: &str) -> Result<Vec<(String, Key)>, sqlx::Error> {
+        let rows =
+            sqlx::query("SELECT solution, component_type, name FROM requirements WHERE env = ?")
+                .bind(env)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect())
+    }
+
+    /// Schema names of installed environment variable definitions, with their type code.
+    pub async fn env_var_types(&self, env: &str) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        let rows = sqlx::query("SELECT schema_name, type FROM env_var_definitions WHERE env = ?")
+            .bind(env)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Installed connection references: (logical name, connector id).
+    pub async fn connection_reference_connectors(
+        &self,
+        env: &str,
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT logical_name, connector_id FROM connection_references WHERE env = ?",
+        )
+        .bind(env)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Writes an accepted import in one transaction.
+    pub async fn apply_import(&self, w: &ImportWrite) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let env = w.env.as_str();
+        let name = w.unique_name.as_str();
+        sqlx::query(
+            "INSERT INTO solutions (env, unique_name, solution_id, friendly_name, version, managed, publisher, installed_on, zip)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (env, unique_name) DO UPDATE SET
+               friendly_name = excluded.friendly_name, version = excluded.version,
+               managed = excluded.managed, publisher = excluded.publisher,
+               installed_on = excluded.installed_on, zip = excluded.zip",
+        )
+        .bind(env)
+        .bind(name)
+        .bind(Uuid::new_v4().to_string())
+        .bind(&w.friendly_name)
+        .bind(&w.version)
+        .bind(w.managed)
+        .bind(&w.publisher)
+        .bind(now())
+        .bind(&w.zip)
+        .execute(&mut *tx)
+        .await?;
+
+        if w.replace_components {
+            for table in ["components", "requirements"] {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE env = ? AND solution = ?"
+                )))
+                .bind(env)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            }
+            // Definitions and references the new version dropped go too.
+            let keep_vars: Vec<&str> = w
+                .env_var_definitions
+                .iter()
+                .map(|d| d.schema_name.as_str())
+                .collect();
+            let keep_refs: Vec<&str> = w
+                .connection_references
+                .iter()
+                .map(|r| r.0.as_str())
+                .collect();
+            let vars: Vec<String> = sqlx::query_scalar(
+                "SELECT schema_name FROM env_var_definitions WHERE env = ? AND solution = ?",
+            )
+            .bind(env)
+            .bind(name)
+            .fetch_all(&mut *tx)
+            .await?;
+            for v in vars
+                .iter()
+                .filter(|v| !keep_vars.iter().any(|k| k.eq_ignore_ascii_case(v)))
+            {
+                for table in ["env_var_definitions", "env_var_values"] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DELETE FROM {table} WHERE env = ? AND schema_name = ?"
+                    )))
+                    .bind(env)
+                    .bind(v)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            let refs: Vec<String> = sqlx::query_scalar(
+                "SELECT logical_name FROM connection_references WHERE env = ? AND solution = ?",
+            )
+            .bind(env)
+            .bind(name)
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in refs
+                .iter()
+                .filter(|r| !keep_refs.iter().any(|k| k.eq_ignore_ascii_case(r)))
+            {
+                sqlx::query("DELETE FROM connection_references WHERE env = ? AND logical_name = ?")
+                    .bind(env)
+                    .bind(r)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        for (table, keys) in [
+            ("components", &w.components),
+            ("requirements", &w.requirements),
+        ] {
+            for (t, n) in keys {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO {table} (env, solution, component_type, name) VALUES (?, ?, ?, ?)
+                     ON CONFLICT DO NOTHING"
+                )))
+                .bind(env)
+                .bind(name)
+                .bind(t)
+                .bind(n)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for d in &w.env_var_definitions {
+            sqlx::query(
+                "INSERT INTO env_var_definitions (env, schema_name, id, solution, display_name, type, default_value, is_required)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (env, schema_name) DO UPDATE SET solution = excluded.solution,
+                   display_name = excluded.display_name, type = excluded.type,
+                   default_value = excluded.default_value, is_required = excluded.is_required",
+            )
+            .bind(env)
+            .bind(&d.schema_name)
+            .bind(Uuid::new_v4().to_string())
+            .bind(name)
+            .bind(&d.display_name)
+            .bind(d.kind)
+            .bind(&d.default_value)
+            .bind(d.required)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (values, conflict) in [
+            (&w.packaged_env_var_values, "DO NOTHING"),
+            (&w.env_var_values, "DO UPDATE SET value = excluded.value"),
+        ] {
+            for (schema, value) in values {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO env_var_values (env, schema_name, id, value) VALUES (?, ?, ?, ?)
+                     ON CONFLICT (env, schema_name) {conflict}"
+                )))
+                .bind(env)
+                .bind(schema)
+                .bind(Uuid::new_v4().to_string())
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for (logical, display, connector) in &w.connection_references {
+            sqlx::query(
+                "INSERT INTO connection_references (env, logical_name, id, solution, display_name, connector_id)
+                 VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (env, logical_name) DO UPDATE SET solution = excluded.solution,
+                   display_name = excluded.display_name, connector_id = excluded.connector_id",
+            )
+            .bind(env)
+            .bind(logical)
+            .bind(Uuid::new_v4().to_string())
+            .bind(name)
+            .bind(display)
+            .bind(connector)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (logical, connection) in &w.connection_bindings {
+            sqlx::query(
+                "UPDATE connection_references SET connection_id = ? WHERE env = ? AND logical_name = ?",
+            )
+            .bind(connection)
+            .bind(env)
+            .bind(logical)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Column names and rows of an entity set, with Dataverse's column names.
+    /// `None` for an entity set the simulator does not serve.
+    pub async fn entity_rows(
+        &self,
+        env: &str,
+        set: &str,
+    ) -> Result<Option<(Vec<&'static str>, Rows)>, sqlx::Error> {
+        let (sql, columns): (&str, &[(&'static str, Kind)]) = match set {
+            "solutions" => (
+                "SELECT solution_id, unique_name, friendly_name, version, managed, installed_on, 1
+                 FROM solutions WHERE env = ? ORDER BY unique_name",
+                &[
+                    ("solutionid", Kind::Text),
+                    ("uniquename", Kind::Text),
+                    ("friendlyname", Kind::Text),
+                    ("version", Kind::Text),
+                    ("ismanaged", Kind::Bool),
+                    ("installedon", Kind::Text),
+                    ("isvisible", Kind::Bool),
+                ],
+            ),
+            "environmentvariabledefinitions" => (
+                "SELECT id, schema_name, display_name, type, default_value, is_required
+                 FROM env_var_definitions WHERE env = ? ORDER BY schema_name",
+                &[
+                    ("environmentvariabledefinitionid", Kind::Text),
+                    ("schemaname", Kind::Text),
+                    ("displayname", Kind::Text),
+                    ("type", Kind::Int),
+                    ("defaultvalue", Kind::Text),
+                    ("isrequired", Kind::Bool),
+                ],
+            ),
+            "environmentvariablevalues" => (
+                "SELECT v.id, v.schema_name, v.value, d.id FROM env_var_values v
+                 LEFT JOIN env_var_definitions d ON d.env = v.env AND d.schema_name = v.schema_name
+                 WHERE v.env = ? ORDER BY v.schema_name",
+                &[
+                    ("environmentvariablevalueid", Kind::Text),
+                    ("schemaname", Kind::Text),
+                    ("value", Kind::Text),
+                    ("_environmentvariabledefinitionid_value", Kind::Text),
+                ],
+            ),
+            "connectionreferences" => (
+                "SELECT id, logical_name, display_name, connector_id, connection_id
+                 FROM connection_references WHERE env = ? ORDER BY logical_name",
+                &[
+                    ("connectionreferenceid", Kind::Text),
+                    ("connectionreferencelogicalname", Kind::Text),
+                    ("connectionreferencedisplayname", Kind::Text),
+                    ("connectorid", Kind::Text),
+                    ("connectionid", Kind::Text),
+                ],
+            ),
+            "connections" => (
+                "SELECT connection_id, connector_id, display_name, status
+                 FROM connections WHERE env = ? ORDER BY connection_id",
+                &[
+                    ("connectionid", Kind::Text),
+                    ("connectorid", Kind::Text),
+                    ("displayname", Kind::Text),
+                    ("status", Kind::Text),
+                ],
+            ),
+            "asyncoperations" => (
+                "SELECT id, name, statecode, statuscode, message, friendlymessage, created_on, completed_on
+                 FROM async_operations WHERE env = ? ORDER BY created_on",
+                ASYNC_COLUMNS,
+            ),
+            _ => return Ok(None),
+        };
+        let rows = sqlx::query(sql).bind(env).fetch_all(&self.pool).await?;
+        Ok(Some((
+            columns.iter().map(|(name, _)| *name).collect(),
+            rows.iter().map(|r| to_json(r, columns)).collect(),
+        )))
+    }
+
+    /// One `asyncoperations(<id>)` row as JSON.
+    pub async fn async_operation_row(
+        &self,
+        env: &str,
+        id: Uuid,
+    ) -> Result<Option<Map<String, Value>>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT id, name, statecode, statuscode, message, friendlymessage, created_on, completed_on
+             FROM async_operations WHERE env = ? AND id = ?",
+        )
+        .bind(env)
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| to_json(&r, ASYNC_COLUMNS)))
+    }
+
+    /// Creates a running import operation, or returns the one already created
+    /// for this `ImportJobId` (so a retried request does not import twice).
+    /// The flag says whether it is new.
+    pub async fn create_import_operation(
+        &self,
+        env: &str,
+        import_job_id: Option<Uuid>,
+    ) -> Result<(Uuid, bool), sqlx::Error> {
+        if let Some(job) = import_job_id {
+            let existing: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM async_operations WHERE env = ? AND import_job_id = ?",
+            )
+            .bind(env)
+            .bind(job.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(id) = existing {
+                return Ok((uuid_of(&id), false));
+            }
+        }
+        let id = Uuid::new_v4();
+        sqlx::query(
+            "INSERT INTO async_operations (id, env, import_job_id, name, statecode, statuscode, created_on)
+             VALUES (?, ?, ?, 'ImportSolutionAsync', 2, 20, ?)",
+        )
+        .bind(id.to_string())
+        .bind(env)
+        .bind(import_job_id.map(|j| j.to_string()))
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok((id, true))
+    }
+
+    /// Completes an operation: succeeded (30) or failed (31) with a message.
+    pub async fn complete_operation(
+        &self,
+        id: Uuid,
+        failure: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        let friendly = failure.map(|m| m.chars().take(300).collect::<String>());
+        sqlx::query(
+            "UPDATE async_operations SET statecode = 3, statuscode = ?, message = ?,
+               friendlymessage = ?, completed_on = ? WHERE id = ?",
+        )
+        .bind(if failure.is_some() { 31 } else { 30 })
+        .bind(failure)
+        .bind(friendly)
+        .bind(now())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Fails operations left running by a previous process.
+    pub async fn fail_interrupted_operations(&self) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE async_operations SET statecode = 3, statuscode = 31,
+               message = 'the simulator restarted while this operation was running; import again',
+               friendlymessage = 'interrupted by a simulator restart', completed_on = ?
+             WHERE statecode <> 3",
+        )
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+const ASYNC_COLUMNS: &[(&str, Kind)] = &[
+    ("asyncoperationid", Kind::Text),
+    ("name", Kind::Text),
+    ("statecode", Kind::Int),
+    ("statuscode", Kind::Int),
+    ("message", Kind::Text),
+    ("friendlymessage", Kind::Text),
+    ("createdon", Kind::Text),
+    ("completedon", Kind::Text),
+];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    Int,
+    Bool,
+}
+
+fn to_json(row: &sqlx::sqlite::SqliteRow, columns: &[(&str, Kind)]) -> Map<String, Value> {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, (name, kind))| {
+            let v = match kind {
+                Kind::Text => row
+                    .try_get::<Option<String>, _>(i)
+                    .ok()
+                    .flatten()
+                    .map_or(Value::Null, Value::String),
+                Kind::Int => row
+                    .try_get::<Option<i64>, _>(i)
+                    .ok()
+                    .flatten()
+                    .map_or(Value::Null, Value::from),
+                Kind::Bool => row
+                    .try_get::<Option<i64>, _>(i)
+                    .ok()
+                    .flatten()
+                    .map_or(Value::Null, |b| Value::Bool(b != 0)),
+            };
+            ((*name).to_string(), v)
+        })
+        .collect()
+}
