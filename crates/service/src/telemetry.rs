@@ -39,7 +39,10 @@ pub fn init(service_name: &str, config: &TelemetryConfig) -> anyhow::Result<Tele
     let filter = EnvFilter::try_new(&config.log_filter)
         .with_context(|| format!("telemetry.log_filter `{}` is not a valid filter", config.log_filter))?;
     let fmt = match config.log_format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)

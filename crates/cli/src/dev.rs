@@ -1,0 +1,102 @@
+//! `slipway dev`: the whole pipeline in one process.
+//!
+//! The gateway and the three workers run as tasks of this process and pass
+//! jobs over the in-process bus (same semantics as RabbitMQ: ack, retry,
+//! park), with the database in a local SQLite file, beside an embedded
+//! Dataverse environment simulator. `--bus amqp` uses the configured
+//! RabbitMQ instead.
+
+use anyhow::Context as _;
+use slipway_bus::{Bus, Transport};
+use slipway_service::config::Config;
+
+use crate::ConfigArg;
+
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Which bus to use: the in-process one, or RabbitMQ at `bus.url`.
+    #[arg(long, value_enum, default_value = "in-process")]
+    bus: DevBus,
+    /// Address of the HTTP API (overrides `gateway.listen`).
+    #[arg(long)]
+    listen: Option<String>,
+    /// The environment simulator's configuration (TOML, see the
+    /// slipway-envsim README); by default three demo environments
+    /// dev, test and prod, kept in `slipway-envsim.sqlite`.
+    #[arg(long)]
+    envsim_config: Option<std::path::PathBuf>,
+    /// Address of the environment simulator.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    envsim_listen: std::net::SocketAddr,
+}
+
+/// The demo environments of `slipway dev`.
+const DEMO_ENVSIM: &str = include_str!("dev-envsim.toml");
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DevBus {
+    InProcess,
+    Amqp,
+}
+
+pub fn run(args: DevArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: DevArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(args.config.config.as_deref())?;
+    config.bus.transport = match args.bus {
+        DevBus::InProcess => Transport::InProcess,
+        DevBus::Amqp => Transport::Amqp,
+    };
+    if let Some(listen) = args.listen {
+        config.gateway.listen = listen;
+    }
+    let _telemetry = slipway_service::telemetry::init("slipway-dev", &config.telemetry)?;
+    let shutdown = slipway_service::shutdown::on_signal();
+    let store = slipway_store::Store::connect(&config.database.url)
+        .await
+        .with_context(|| format!("cannot open the database {}", config.database.url))?;
+    let bus = Bus::connect(&config.bus).await.context("cannot start the bus")?;
+    let mut sim_config = match &args.envsim_config {
+        Some(path) => slipway_envsim::Config::from_file(path)?,
+        None => slipway_envsim::Config::from_toml(DEMO_ENVSIM)?,
+    };
+    sim_config.listen = Some(args.envsim_listen);
+    let envs: Vec<String> = sim_config.environments.iter().map(|e| e.name.clone()).collect();
+    let sim = slipway_envsim::EnvSim::start(sim_config)
+        .await
+        .with_context(|| format!("cannot start the environment simulator on {}", args.envsim_listen))?;
+    let sim_urls: Vec<String> = envs.iter().map(|e| format!("  {e}: {}", sim.env_url(e))).collect();
+
+    use slipway_service::worker::serve as worker;
+    let workers = [
+        tokio::spawn(worker(bus.clone(), slipway_exporter::ExporterStep, shutdown.clone())),
+        tokio::spawn(worker(bus.clone(), slipway_validator::ValidatorStep, shutdown.clone())),
+        tokio::spawn(worker(bus.clone(), slipway_importer::ImporterStep, shutdown.clone())),
+    ];
+    let database = config.database.url.clone();
+    let gateway = slipway_gateway::run(&config, store, bus, shutdown.clone(), move |addr| {
+        println!(
+            "slipway dev is up: gateway on http://{addr} (database {database})\n\
+             try:  curl -s -XPOST http://{addr}/api/v1/deployments -H 'content-type: application/json' \\\n\
+             \x20       -d '{{\"solution_name\":\"Contoso\",\"source_environment\":\"dev\",\"target_environment\":\"test\"}}'\n\
+             then: curl -s http://{addr}/api/v1/deployments\n\
+             simulated Dataverse environments (bearer token `slipway-dev`):\n{}\n\
+             stop with Ctrl-C",
+            sim_urls.join("\n")
+        );
+    })
+    .await;
+    shutdown.cancel();
+    if let Err(err) = sim.shutdown().await {
+        tracing::warn!(error = %err, "the environment simulator did not stop cleanly");
+    }
+    for w in workers {
+        w.await.context("a worker panicked")??;
+    }
+    gateway
+}

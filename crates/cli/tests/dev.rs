@@ -1,0 +1,85 @@
+//! `slipway dev`, the README's first command, runs the whole pipeline and
+//! the environment simulator in one process and stops cleanly on SIGTERM.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slipway_dev_deploys_and_serves_simulated_environments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args(["dev", "--listen", "127.0.0.1:0", "--envsim-listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env_remove("SLIPWAY_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut gateway = None;
+    let mut test_env = None;
+    while gateway.is_none() || test_env.is_none() {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("slipway dev printed nothing for 60 s")
+            .unwrap()
+            .expect("slipway dev exited before it was up");
+        if let Some(rest) = line.split("gateway on ").nth(1) {
+            gateway = rest.split_whitespace().next().map(String::from);
+        }
+        if let Some(url) = line.trim().strip_prefix("test: ") {
+            test_env = Some(url.to_string());
+        }
+    }
+    let (gateway, test_env) = (gateway.unwrap(), test_env.unwrap());
+    let http = slipway_testkit::http_client().unwrap();
+
+    let run: Value = http
+        .post(format!("{gateway}/api/v1/deployments"))
+        .json(&json!({"solution_name": "Contoso", "source_environment": "dev", "target_environment": "test"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = run["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let run: Value = http
+            .get(format!("{gateway}/api/v1/deployments/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if run["state"] == "succeeded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "run never succeeded: {run}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let who: Value = http
+        .get(format!("{test_env}/api/data/v9.2/WhoAmI"))
+        .bearer_auth("slipway-dev")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(who["UserId"].is_string(), "{who}");
+
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "slipway dev exited with {status}");
+    assert!(dir.path().join("slipway.sqlite").exists(), "the embedded database is a file");
+}
