@@ -66,8 +66,15 @@ pub fn run_settings(cmd: SettingsCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Reads every entry (digests included): what diffs need.
 fn open(path: &Path) -> anyhow::Result<Solution> {
     Solution::open(path, &Limits::default())
+        .with_context(|| format!("cannot read solution {}", path.display()))
+}
+
+/// Reads only the entries facts come from: enough for a summary or settings.
+fn open_facts(path: &Path) -> anyhow::Result<Solution> {
+    Solution::open_facts(path, &Limits::default())
         .with_context(|| format!("cannot read solution {}", path.display()))
 }
 
@@ -85,7 +92,7 @@ pub fn run_diff(old: &Path, new: &Path, json: bool) -> anyhow::Result<()> {
 
 /// Writes the deployment settings of a solution zip to `out`, or stdout.
 pub fn run_settings_create(zip: &Path, out: Option<&Path>) -> anyhow::Result<()> {
-    let text = settings::to_json_string(&open(zip)?);
+    let text = settings::to_json_string(&open_facts(zip)?);
     match out {
         Some(path) => std::fs::write(path, text + "\n")
             .with_context(|| format!("cannot write settings file {}", path.display()))?,
@@ -104,7 +111,7 @@ struct InspectJson<'a> {
 }
 
 fn inspect_output(path: &Path, json: bool) -> anyhow::Result<String> {
-    let s = open(path)?;
+    let s = open_facts(path)?;
     if json {
         let out = InspectJson {
             solution: &s,
