@@ -38,10 +38,19 @@ impl ServiceProcess {
     }
 
     /// SIGTERM, then wait for the exit status.
-    pub async fn terminate(&mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
+    pub async fn terminate(
+        &mut self,
+        within: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
         let pid = self.pid();
-        let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
-        anyhow::ensure!(status.success(), "could not signal {} (pid {pid})", self.name);
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "could not signal {} (pid {pid})",
+            self.name
+        );
         tokio::time::timeout(within, self.child.wait())
             .await
             .with_context(|| format!("{} did not exit within {within:?} of SIGTERM", self.name))?
@@ -90,6 +99,8 @@ pub struct Cluster {
     pub db: PgDatabase,
     pub gateway: ServiceProcess,
     pub gateway_url: String,
+    /// Gateway replicas started after the first, with their URLs.
+    pub extra_gateways: Vec<(ServiceProcess, String)>,
     pub workers: Vec<ServiceProcess>,
     pub logs: tempfile::TempDir,
     env: BTreeMap<String, String>,
@@ -105,12 +116,24 @@ impl Cluster {
         let mut env = BTreeMap::from([
             ("SLIPWAY__BUS__URL".to_string(), vhost.amqp_url()),
             ("SLIPWAY__DATABASE__URL".to_string(), db.url().to_string()),
-            ("SLIPWAY__GATEWAY__LISTEN".to_string(), "127.0.0.1:0".to_string()),
+            (
+                "SLIPWAY__GATEWAY__LISTEN".to_string(),
+                "127.0.0.1:0".to_string(),
+            ),
             ("SLIPWAY__BUS__RETRY_BASE_MS".to_string(), "50".to_string()),
             ("SLIPWAY__BUS__RETRY_MAX_MS".to_string(), "200".to_string()),
-            ("SLIPWAY__BUS__RECONNECT_MAX_MS".to_string(), "500".to_string()),
-            ("SLIPWAY__GATEWAY__OUTBOX_POLL_MS".to_string(), "100".to_string()),
-            ("SLIPWAY__TELEMETRY__LOG_FILTER".to_string(), "info".to_string()),
+            (
+                "SLIPWAY__BUS__RECONNECT_MAX_MS".to_string(),
+                "500".to_string(),
+            ),
+            (
+                "SLIPWAY__GATEWAY__OUTBOX_POLL_MS".to_string(),
+                "100".to_string(),
+            ),
+            (
+                "SLIPWAY__TELEMETRY__LOG_FILTER".to_string(),
+                "info".to_string(),
+            ),
         ]);
         env.extend(options.env);
         let mut gateway = spawn("slipway-gateway", 0, &env, logs.path()).await?;
@@ -123,10 +146,11 @@ impl Cluster {
             db,
             gateway,
             gateway_url,
+            extra_gateways: Vec::new(),
             workers: Vec::new(),
             logs,
             env,
-            http: reqwest::Client::new(),
+            http: slipway_testkit::http_client()?,
             spawned: 0,
         };
         if options.start_workers {
@@ -136,6 +160,18 @@ impl Cluster {
         }
         cluster.wait_ready().await?;
         Ok(cluster)
+    }
+
+    /// Start another gateway replica; returns its URL.
+    pub async fn spawn_gateway(&mut self) -> anyhow::Result<String> {
+        self.spawned += 1;
+        let mut p = spawn("slipway-gateway", self.spawned, &self.env, self.logs.path()).await?;
+        let url = match read_listen_line(&mut p).await {
+            Ok(url) => url,
+            Err(err) => bail!("{err:#}\ngateway log:\n{}", tail(&p.log)),
+        };
+        self.extra_gateways.push((p, url.clone()));
+        Ok(url)
     }
 
     /// Start another replica of a worker; returns its index in `workers`.
@@ -201,7 +237,10 @@ impl Cluster {
     pub async fn history(&self, id: Uuid) -> anyhow::Result<Vec<Value>> {
         Ok(self
             .http
-            .get(format!("{}/api/v1/deployments/{id}/events", self.gateway_url))
+            .get(format!(
+                "{}/api/v1/deployments/{id}/events",
+                self.gateway_url
+            ))
             .send()
             .await?
             .error_for_status()?
@@ -214,25 +253,40 @@ impl Cluster {
         let deadline = Instant::now() + within;
         loop {
             let run = self.run(id).await?;
-            if matches!(run["state"].as_str(), Some("succeeded" | "failed" | "canceled")) {
+            if matches!(
+                run["state"].as_str(),
+                Some("succeeded" | "failed" | "canceled")
+            ) {
                 return Ok(run);
             }
             if Instant::now() > deadline {
-                bail!("run {id} still `{}` after {within:?}; {}", run["state"], self.log_hint());
+                bail!(
+                    "run {id} still `{}` after {within:?}; {}",
+                    run["state"],
+                    self.log_hint()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// Wait until the run's history has an event matching `pred`.
-    pub async fn wait_event(&self, id: Uuid, within: Duration, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+    pub async fn wait_event(
+        &self,
+        id: Uuid,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(e) = self.history(id).await?.into_iter().find(|e| pred(e)) {
                 return Ok(e);
             }
             if Instant::now() > deadline {
-                bail!("run {id}: awaited event never came within {within:?}; {}", self.log_hint());
+                bail!(
+                    "run {id}: awaited event never came within {within:?}; {}",
+                    self.log_hint()
+                );
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -258,7 +312,12 @@ impl Cluster {
 
     /// Polls the queue depth until it is `expected` (the management API's
     /// counts lag the broker by a few seconds); returns the last depth seen.
-    pub async fn wait_queue_depth(&self, queue: &str, expected: u64, within: Duration) -> anyhow::Result<u64> {
+    pub async fn wait_queue_depth(
+        &self,
+        queue: &str,
+        expected: u64,
+        within: Duration,
+    ) -> anyhow::Result<u64> {
         let deadline = Instant::now() + within;
         loop {
             let depth = self.queue_depth(queue).await?;
@@ -272,7 +331,9 @@ impl Cluster {
     /// Where to look when something failed.
     pub fn log_hint(&self) -> String {
         let mut s = format!("service logs in {}", self.logs.path().display());
-        for p in std::iter::once(&self.gateway).chain(&self.workers) {
+        let gateways =
+            std::iter::once(&self.gateway).chain(self.extra_gateways.iter().map(|(p, _)| p));
+        for p in gateways.chain(&self.workers) {
             s.push_str(&format!("\n--- {} ---\n{}", p.name, tail(&p.log)));
         }
         s
@@ -281,7 +342,9 @@ impl Cluster {
     /// SIGTERM every process and check each exits 0.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         let mut failures = Vec::new();
-        for p in self.workers.iter_mut().chain(std::iter::once(&mut self.gateway)) {
+        let gateways = std::iter::once(&mut self.gateway)
+            .chain(self.extra_gateways.iter_mut().map(|(p, _)| p));
+        for p in self.workers.iter_mut().chain(gateways) {
             if p.child.try_wait()?.is_some() {
                 continue;
             }
@@ -315,7 +378,12 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-async fn spawn(name: &str, n: usize, env: &BTreeMap<String, String>, logs: &Path) -> anyhow::Result<ServiceProcess> {
+async fn spawn(
+    name: &str,
+    n: usize,
+    env: &BTreeMap<String, String>,
+    logs: &Path,
+) -> anyhow::Result<ServiceProcess> {
     let exe = slipway_testkit::bins::path(name)?;
     let log = logs.join(format!("{name}-{n}.log"));
     let file = std::fs::File::create(&log)?;
@@ -336,7 +404,11 @@ async fn spawn(name: &str, n: usize, env: &BTreeMap<String, String>, logs: &Path
 }
 
 async fn read_listen_line(gateway: &mut ServiceProcess) -> anyhow::Result<String> {
-    let stdout = gateway.child.stdout.take().context("gateway stdout not piped")?;
+    let stdout = gateway
+        .child
+        .stdout
+        .take()
+        .context("gateway stdout not piped")?;
     let mut lines = BufReader::new(stdout).lines();
     let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
         .await

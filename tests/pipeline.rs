@@ -12,7 +12,10 @@ use slipway_tests::{Cluster, ClusterOptions, events};
 async fn deployment_passes_the_three_workers_in_order_and_succeeds() {
     let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
     let id = cluster.submit(json!({})).await.unwrap();
-    let run = cluster.wait_terminal(id, Duration::from_secs(30)).await.unwrap();
+    let run = cluster
+        .wait_terminal(id, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(run["state"], "succeeded", "{run}\n{}", cluster.log_hint());
 
     let history = cluster.history(id).await.unwrap();
@@ -20,21 +23,45 @@ async fn deployment_passes_the_three_workers_in_order_and_succeeds() {
     let steps: Vec<String> = history
         .iter()
         .filter(|e| e["kind"] == "event" && e["status"] != "retrying")
-        .map(|e| format!("{}:{}", e["step"].as_str().unwrap(), e["status"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["step"].as_str().unwrap(),
+                e["status"].as_str().unwrap()
+            )
+        })
         .collect();
-    let position = |s: &str| steps.iter().position(|x| x == s).unwrap_or_else(|| panic!("no {s} in {steps:?}"));
-    assert!(position("export:succeeded") < position("validate:started"), "{steps:?}");
-    assert!(position("validate:succeeded") < position("import:started"), "{steps:?}");
+    let position = |s: &str| {
+        steps
+            .iter()
+            .position(|x| x == s)
+            .unwrap_or_else(|| panic!("no {s} in {steps:?}"))
+    };
+    assert!(
+        position("export:succeeded") < position("validate:started"),
+        "{steps:?}"
+    );
+    assert!(
+        position("validate:succeeded") < position("import:started"),
+        "{steps:?}"
+    );
 
     // Each step ran in a different process, and each process is a worker we started.
-    let pids: BTreeSet<String> = cluster.workers.iter().map(|w| w.pid().to_string()).collect();
+    let pids: BTreeSet<String> = cluster
+        .workers
+        .iter()
+        .map(|w| w.pid().to_string())
+        .collect();
     let mut seen = BTreeSet::new();
     for step in ["export", "validate", "import"] {
         let done = events(&history, step, "succeeded");
         assert_eq!(done.len(), 1, "{step} succeeded {} times", done.len());
         let instance = done[0]["instance"].as_str().unwrap();
         let pid = instance.rsplit(':').next().unwrap().to_string();
-        assert!(pids.contains(&pid), "{step} ran in {instance}, not one of the workers {pids:?}");
+        assert!(
+            pids.contains(&pid),
+            "{step} ran in {instance}, not one of the workers {pids:?}"
+        );
         seen.insert(pid);
     }
     assert_eq!(seen.len(), 3, "the three steps ran in three processes");
@@ -46,7 +73,11 @@ async fn deployment_passes_the_three_workers_in_order_and_succeeds() {
         .map(|e| e["state"].as_str().unwrap())
         .collect();
     assert_eq!(states.first(), Some(&"requested"), "{states:?}");
-    assert_eq!(states.iter().filter(|s| **s == "succeeded").count(), 1, "{states:?}");
+    assert_eq!(
+        states.iter().filter(|s| **s == "succeeded").count(),
+        1,
+        "{states:?}"
+    );
 
     // SIGTERM: every service exits 0.
     cluster.shutdown().await.unwrap();
@@ -65,7 +96,10 @@ async fn two_replicas_share_the_load_and_no_job_is_done_twice() {
     }
     let mut by_replica = std::collections::BTreeMap::<String, usize>::new();
     for id in &ids {
-        let run = cluster.wait_terminal(*id, Duration::from_secs(60)).await.unwrap();
+        let run = cluster
+            .wait_terminal(*id, Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(run["state"], "succeeded", "{run}");
         let history = cluster.history(*id).await.unwrap();
         for step in ["export", "validate", "import"] {
@@ -79,7 +113,13 @@ async fn two_replicas_share_the_load_and_no_job_is_done_twice() {
         }
         let validated = events(&history, "validate", "succeeded");
         assert_eq!(validated.len(), 1);
-        let pid = validated[0]["instance"].as_str().unwrap().rsplit(':').next().unwrap().to_string();
+        let pid = validated[0]["instance"]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string();
         *by_replica.entry(pid).or_default() += 1;
     }
     assert!(

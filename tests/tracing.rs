@@ -27,7 +27,10 @@ async fn receive(State(traces): State<Traces>, Json(body): Json<Value>) -> Json<
         for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
             for span in ss["spans"].as_array().into_iter().flatten() {
                 if let Some(trace) = span["traceId"].as_str() {
-                    traces.entry(trace.to_string()).or_default().insert(service.clone());
+                    traces
+                        .entry(trace.to_string())
+                        .or_default()
+                        .insert(service.clone());
                 }
             }
         }
@@ -40,13 +43,21 @@ async fn one_deployment_is_one_trace_across_the_four_services() {
     let traces: Traces = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = Router::new().route("/v1/traces", post(receive)).with_state(traces.clone());
+    let app = Router::new()
+        .route("/v1/traces", post(receive))
+        .with_state(traces.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let options = ClusterOptions {
         env: [
-            ("SLIPWAY__TELEMETRY__OTLP_ENDPOINT".to_string(), format!("http://{addr}")),
-            ("SLIPWAY__TELEMETRY__OTLP_PROTOCOL".to_string(), "json".to_string()),
+            (
+                "SLIPWAY__TELEMETRY__OTLP_ENDPOINT".to_string(),
+                format!("http://{addr}"),
+            ),
+            (
+                "SLIPWAY__TELEMETRY__OTLP_PROTOCOL".to_string(),
+                "json".to_string(),
+            ),
             // Export spans every 100 ms instead of every 5 s.
             ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "100".to_string()),
         ]
@@ -55,15 +66,27 @@ async fn one_deployment_is_one_trace_across_the_four_services() {
     };
     let cluster = Cluster::start(options).await.unwrap();
     let id = cluster.submit(json!({})).await.unwrap();
-    let run = cluster.wait_terminal(id, Duration::from_secs(30)).await.unwrap();
+    let run = cluster
+        .wait_terminal(id, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(run["state"], "succeeded");
 
-    let all: BTreeSet<String> = ["slipway-gateway", "slipway-exporter", "slipway-validator", "slipway-importer"]
-        .map(String::from)
-        .into();
+    let all: BTreeSet<String> = [
+        "slipway-gateway",
+        "slipway-exporter",
+        "slipway-validator",
+        "slipway-importer",
+    ]
+    .map(String::from)
+    .into();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let complete = traces.lock().unwrap().values().any(|services| all.is_subset(services));
+        let complete = traces
+            .lock()
+            .unwrap()
+            .values()
+            .any(|services| all.is_subset(services));
         if complete {
             break;
         }

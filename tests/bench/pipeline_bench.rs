@@ -44,15 +44,25 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn timestamp(v: &Value, field: &str) -> anyhow::Result<OffsetDateTime> {
-    let s = v[field].as_str().with_context(|| format!("run without {field}: {v}"))?;
-    Ok(OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)?)
+    let s = v[field]
+        .as_str()
+        .with_context(|| format!("run without {field}: {v}"))?;
+    Ok(OffsetDateTime::parse(
+        s,
+        &time::format_description::well_known::Rfc3339,
+    )?)
 }
 
 /// Server-side end-to-end latency of each run: created -> succeeded.
 fn latencies_ms(runs: &[Value]) -> anyhow::Result<Vec<f64>> {
     let mut out: Vec<f64> = runs
         .iter()
-        .map(|r| Ok((timestamp(r, "updated_at")? - timestamp(r, "created_at")?).as_seconds_f64() * 1000.0))
+        .map(|r| {
+            Ok(
+                (timestamp(r, "updated_at")? - timestamp(r, "created_at")?).as_seconds_f64()
+                    * 1000.0,
+            )
+        })
         .collect::<anyhow::Result<_>>()?;
     out.sort_by(f64::total_cmp);
     Ok(out)
@@ -78,15 +88,20 @@ fn brokerbench(dir: &PathBuf, messages: usize) -> anyhow::Result<f64> {
         dir.display()
     );
     let target = std::env::temp_dir().join("slipway-brokerbench-target");
-    let out = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["run", "--quiet", "--release", "--manifest-path"])
-        .arg(&manifest)
-        .args(["--", &messages.to_string(), "4", "512"])
-        .env("CARGO_TARGET_DIR", target)
-        .output()
-        .context("cannot run brokerbench")?;
+    let out =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["run", "--quiet", "--release", "--manifest-path"])
+            .arg(&manifest)
+            .args(["--", &messages.to_string(), "4", "512"])
+            .env("CARGO_TARGET_DIR", target)
+            .output()
+            .context("cannot run brokerbench")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    anyhow::ensure!(out.status.success(), "brokerbench failed: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "brokerbench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     print!("  brokerbench: {stdout}");
     let rate = stdout
         .split_whitespace()
@@ -98,9 +113,16 @@ fn brokerbench(dir: &PathBuf, messages: usize) -> anyhow::Result<f64> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    println!("pipeline-bench: {} deployments, concurrency {}", args.deployments, args.concurrency);
+    println!(
+        "pipeline-bench: {} deployments, concurrency {}",
+        args.deployments, args.concurrency
+    );
     let options = ClusterOptions {
-        env: [("SLIPWAY__TELEMETRY__LOG_FILTER".to_string(), "warn".to_string())].into(),
+        env: [(
+            "SLIPWAY__TELEMETRY__LOG_FILTER".to_string(),
+            "warn".to_string(),
+        )]
+        .into(),
         ..ClusterOptions::default()
     };
     let cluster = Cluster::start(options).await?;
@@ -109,8 +131,13 @@ async fn main() -> anyhow::Result<()> {
     let warm = cluster.submit(json!({})).await?;
     wait_all(&cluster, &[warm]).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let procs: Vec<_> = std::iter::once(&cluster.gateway).chain(&cluster.workers).collect();
-    let idle: Vec<(String, u64)> = procs.iter().map(|p| (p.name.clone(), p.rss_kib().unwrap_or(0))).collect();
+    let procs: Vec<_> = std::iter::once(&cluster.gateway)
+        .chain(&cluster.workers)
+        .collect();
+    let idle: Vec<(String, u64)> = procs
+        .iter()
+        .map(|p| (p.name.clone(), p.rss_kib().unwrap_or(0)))
+        .collect();
 
     // Unloaded: one deployment at a time.
     let mut unloaded = Vec::new();
@@ -140,9 +167,16 @@ async fn main() -> anyhow::Result<()> {
     }
     let submitted = started.elapsed();
     let runs = wait_all(&cluster, &ids).await?;
-    let first = runs.iter().map(|r| timestamp(r, "created_at")).collect::<anyhow::Result<Vec<_>>>()?;
-    let last = runs.iter().map(|r| timestamp(r, "updated_at")).collect::<anyhow::Result<Vec<_>>>()?;
-    let span = (*last.iter().max().context("no runs")? - *first.iter().min().context("no runs")?).as_seconds_f64();
+    let first = runs
+        .iter()
+        .map(|r| timestamp(r, "created_at"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let last = runs
+        .iter()
+        .map(|r| timestamp(r, "updated_at"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let span = (*last.iter().max().context("no runs")? - *first.iter().min().context("no runs")?)
+        .as_seconds_f64();
     let rate = args.deployments as f64 / span;
     let loaded = latencies_ms(&runs)?;
     let peak: Vec<(String, u64)> = procs_peak(&cluster);
@@ -158,10 +192,22 @@ async fn main() -> anyhow::Result<()> {
     println!("| pipeline deployments/s (first created -> last succeeded) | {rate:.0} |");
     println!("| raw 4-hop chain msgs/s (brokerbench, same run) | {raw:.0} |");
     println!("| ratio pipeline / raw | {:.2} |", rate / raw);
-    println!("| unloaded p50 / p99 latency | {:.1} ms / {:.1} ms |", percentile(&unloaded, 0.5), percentile(&unloaded, 0.99));
-    println!("| loaded p50 / p99 latency | {:.1} ms / {:.1} ms |", percentile(&loaded, 0.5), percentile(&loaded, 0.99));
+    println!(
+        "| unloaded p50 / p99 latency | {:.1} ms / {:.1} ms |",
+        percentile(&unloaded, 0.5),
+        percentile(&unloaded, 0.99)
+    );
+    println!(
+        "| loaded p50 / p99 latency | {:.1} ms / {:.1} ms |",
+        percentile(&loaded, 0.5),
+        percentile(&loaded, 0.99)
+    );
     for ((name, idle), (_, peak)) in idle.iter().zip(&peak) {
-        println!("| {name} resident idle / peak | {:.1} MB / {:.1} MB |", *idle as f64 / 1024.0, *peak as f64 / 1024.0);
+        println!(
+            "| {name} resident idle / peak | {:.1} MB / {:.1} MB |",
+            *idle as f64 / 1024.0,
+            *peak as f64 / 1024.0
+        );
     }
     match std::sync::Arc::try_unwrap(cluster) {
         Ok(c) => c.shutdown().await?,
