@@ -10,12 +10,12 @@ use anyhow::Context as _;
 use slipway_bus::{Bus, Transport};
 use slipway_service::config::Config;
 
-use crate::ConfigArg;
+use slipway_service::args::ServiceArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
     #[command(flatten)]
-    config: ConfigArg,
+    config: ServiceArgs,
     /// Which bus to use: the in-process one, or RabbitMQ at `bus.url`.
     #[arg(long, value_enum, default_value = "in-process")]
     bus: DevBus,

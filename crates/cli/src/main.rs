@@ -8,8 +8,6 @@
 mod dev;
 mod solution_cmd;
 
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
 
 /// Slipway: deployment pipelines for Power Platform solutions.
@@ -47,12 +45,4 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// The configuration file option every server subcommand takes.
-#[derive(Debug, clap::Args)]
-struct ConfigArg {
-    /// A TOML configuration file (see docs/configuration.md).
-    #[arg(long, env = "SLIPWAY_CONFIG")]
-    config: Option<PathBuf>,
 }

@@ -1,23 +1,15 @@
 //! `slipway-gateway`: the HTTP API, run as its own process.
 
-use std::path::PathBuf;
-
 use anyhow::Context as _;
-use clap::Parser;
+use slipway_service::args::ServiceArgs;
 use slipway_service::config::Config;
-
-/// Slipway's gateway: the HTTP API and the one writer of the database.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    /// A TOML configuration file (see docs/configuration.md).
-    #[arg(long, env = "SLIPWAY_CONFIG")]
-    config: Option<PathBuf>,
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args = ServiceArgs::parse_for(
+        "slipway-gateway",
+        "Slipway's gateway: the HTTP API and the one writer of the database",
+    );
     let config = Config::load(args.config.as_deref())?;
     let _telemetry = slipway_service::telemetry::init("slipway-gateway", &config.telemetry)?;
     let shutdown = slipway_service::shutdown::on_signal();

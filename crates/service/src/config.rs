@@ -94,6 +94,9 @@ pub struct GatewayConfig {
     /// How long a claimed outbox row stays reserved for one relay before
     /// another gateway replica may take it over.
     pub outbox_lease_ms: u64,
+    /// Most run events applied in one database transaction; the event
+    /// consumer takes what is queued up to this, in order.
+    pub event_batch: usize,
 }
 
 impl Default for GatewayConfig {
@@ -103,6 +106,7 @@ impl Default for GatewayConfig {
             outbox_poll_ms: 500,
             outbox_batch: 100,
             outbox_lease_ms: 30_000,
+            event_batch: 64,
         }
     }
 }

@@ -14,6 +14,7 @@
 //!
 //! This crate never talks to the broker or the database itself.
 
+pub mod args;
 pub mod config;
 pub mod shutdown;
 pub mod telemetry;

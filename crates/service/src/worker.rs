@@ -112,12 +112,13 @@ impl<S: Step> Handler for StepHandler<S> {
     }
 }
 
-/// The `main` of a worker binary: configuration, telemetry, bus, consume
-/// until SIGTERM/SIGINT.
-pub async fn main<S: Step>(service_name: &str, config_file: Option<&std::path::Path>, step: S) -> anyhow::Result<()> {
+/// The `main` of a worker binary `name` (whose `--help` says `about`):
+/// arguments, configuration, telemetry, bus, consume until SIGTERM/SIGINT.
+pub async fn main<S: Step>(name: &'static str, about: &'static str, step: S) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    let config = crate::config::Config::load(config_file)?;
-    let _telemetry = crate::telemetry::init(service_name, &config.telemetry)?;
+    let args = crate::args::ServiceArgs::parse_for(name, about);
+    let config = crate::config::Config::load(args.config.as_deref())?;
+    let _telemetry = crate::telemetry::init(name, &config.telemetry)?;
     let shutdown = crate::shutdown::on_signal();
     let bus = Bus::connect(&config.bus).await.context("cannot connect to the bus")?;
     serve(bus, step, shutdown).await

@@ -1,21 +1,7 @@
 //! `slipway-validator`: the validator worker, run as its own process. Scale it by
 //! running more of them: they compete for the same queue.
 
-use std::path::PathBuf;
-
-use clap::Parser;
-
-/// Validates an artifact against its target environment.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
-    /// A TOML configuration file (see docs/configuration.md).
-    #[arg(long, env = "SLIPWAY_CONFIG")]
-    config: Option<PathBuf>,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    slipway_service::worker::main("slipway-validator", args.config.as_deref(), slipway_validator::ValidatorStep::default()).await
+    slipway_service::worker::main("slipway-validator", "Validates an artifact against its target environment", slipway_validator::ValidatorStep).await
 }
