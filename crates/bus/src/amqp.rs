@@ -2,13 +2,15 @@
 //! one for consuming (the broker's flow control throttles a publishing
 //! connection, which must not slow down consumers and their acks), each
 //! re-established on demand; a few long-lived confirm channels shared by all
-//! publishers; one channel per consumer, recreated whenever its stream ends.
+//! publishers; one channel per consumer, recreated whenever its stream ends
+//! (the same reconnect loop for single and batch consumers).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
+use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
     BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
@@ -23,10 +25,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::deliver::{Incoming, Process};
 use crate::topology::Names;
-use crate::{
-    Bus, BusConfig, BusError, Handler, ParkedMessage, QueueName, Route, TraceHeaders, deliver,
-};
+use crate::{Bus, BusConfig, BusError, ParkedMessage, QueueName, Route, TraceHeaders};
 
 /// Publishing channels; publishes pipeline on each, so a few are plenty.
 const PUBLISH_CHANNELS: usize = 4;
@@ -379,14 +380,19 @@ impl AmqpBus {
         Ok(parked)
     }
 
-    async fn open_consumer(&self, queue: &str, tag: &str) -> Result<(Channel, Consumer), BusError> {
+    async fn open_consumer(
+        &self,
+        queue: &str,
+        tag: &str,
+        prefetch: u16,
+    ) -> Result<(Channel, Consumer), BusError> {
         let failed = |source| BusError::Broker {
             action: format!("consuming queue {queue}"),
             source,
         };
         let channel = self.channel(Use::Consume, "consume").await?;
         channel
-            .basic_qos(self.config.prefetch, BasicQosOptions::default())
+            .basic_qos(prefetch, BasicQosOptions::default())
             .await
             .map_err(failed)?;
         let consumer = channel
@@ -403,21 +409,30 @@ impl AmqpBus {
 
     /// Consumes until `shutdown`; whenever the channel or connection dies,
     /// reopens it with backoff (the broker redelivers what was unacked).
-    pub(crate) async fn consume<H: Handler>(
+    /// Singles are settled concurrently (prefetch bounds them); a batch
+    /// consumer takes the next batch only after the last one was settled,
+    /// so the handler sees the queue's order.
+    pub(crate) async fn consume<P: Process>(
         &self,
         bus: &Bus,
         queue: QueueName,
-        handler: Arc<H>,
+        process: Arc<P>,
         shutdown: CancellationToken,
     ) -> Result<(), BusError> {
         let name = self.names.queue(queue);
         let tag = format!("slipway-{queue}-{}", uuid::Uuid::new_v4());
+        let batch = process.batch();
+        // A batch consumer holds one batch while the next one arrives.
+        let prefetch = batch.map_or(self.config.prefetch, |max| {
+            let double = u16::try_from(max.saturating_mul(2)).unwrap_or(u16::MAX);
+            self.config.prefetch.max(double)
+        });
         let mut in_flight = JoinSet::new();
         let mut backoff = Backoff::new(&self.config);
         while !shutdown.is_cancelled() {
             let opened = tokio::select! {
                 () = shutdown.cancelled() => break,
-                opened = self.open_consumer(&name, &tag) => opened,
+                opened = self.open_consumer(&name, &tag, prefetch) => opened,
             };
             let (channel, mut consumer) = match opened {
                 Ok(opened) => opened,
@@ -431,7 +446,7 @@ impl AmqpBus {
                 }
             };
             backoff.reset();
-            tracing::info!(queue = %name, "consuming");
+            tracing::info!(queue = %name, prefetch, ?batch, "consuming");
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => {
@@ -444,34 +459,27 @@ impl AmqpBus {
                         return Ok(());
                     }
                     Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-                    next = consumer.next() => match next {
-                        Some(Ok(delivery)) => {
-                            let bus = bus.clone();
-                            let handler = Arc::clone(&handler);
-                            in_flight.spawn(async move {
-                                let headers = from_field_table(delivery.properties.headers().as_ref());
-                                let settled = deliver::process(&bus, queue, handler.as_ref(), &delivery.data, &headers).await;
-                                let acked = match settled {
-                                    Ok(()) => delivery.ack(BasicAckOptions::default()).await,
-                                    Err(err) => {
-                                        tracing::warn!(%queue, error = %err, "could not settle a delivery; requeueing it");
-                                        tokio::time::sleep(bus.config().retry_delay(1)).await;
-                                        delivery.nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() }).await
-                                    }
-                                };
-                                if let Err(err) = acked {
-                                    // The channel died; the broker redelivers the message.
-                                    tracing::debug!(%queue, error = %err, "could not ack or nack a delivery");
-                                }
-                            });
-                        }
-                        Some(Err(err)) => {
-                            tracing::warn!(queue = %name, error = %err, "consumer failed; reconnecting");
-                            break;
-                        }
-                        None => {
-                            tracing::warn!(queue = %name, "consumer stream ended; reconnecting");
-                            break;
+                    next = consumer.next(), if batch.is_none() || in_flight.is_empty() => {
+                        let taken = match next {
+                            Some(Ok(first)) => take_ready(first, &mut consumer, batch.unwrap_or(1)),
+                            Some(Err(err)) => Err(format!("the consumer failed: {err}")),
+                            None => Err("the consumer stream ended".into()),
+                        };
+                        match taken {
+                            Ok(deliveries) => {
+                                in_flight.spawn(settle_deliveries(
+                                    bus.clone(),
+                                    queue,
+                                    Arc::clone(&process),
+                                    channel.clone(),
+                                    deliveries,
+                                ));
+                            }
+                            Err(reason) => {
+                                // What was taken is unacked: the broker redelivers it.
+                                tracing::warn!(queue = %name, %reason, "consuming stopped; reconnecting");
+                                break;
+                            }
                         }
                     }
                 }
@@ -484,6 +492,79 @@ impl AmqpBus {
         }
         crate::finish_in_flight(&mut in_flight, &self.config).await;
         Ok(())
+    }
+}
+
+/// `first` and what else the consumer already holds, up to `max` deliveries,
+/// without waiting. An error means the channel failed: reconnect.
+fn take_ready(
+    first: Delivery,
+    consumer: &mut Consumer,
+    max: usize,
+) -> Result<Vec<Delivery>, String> {
+    let mut deliveries = vec![first];
+    while deliveries.len() < max {
+        match consumer.next().now_or_never() {
+            Some(Some(Ok(delivery))) => deliveries.push(delivery),
+            Some(Some(Err(err))) => return Err(format!("the consumer failed: {err}")),
+            Some(None) => return Err("the consumer stream ended".into()),
+            None => break,
+        }
+    }
+    Ok(deliveries)
+}
+
+/// Settles deliveries taken together and acks them: all at once (one
+/// multiple ack up to the last tag, which is safe because a batch consumer
+/// has nothing else unacked on its channel) or one by one, requeueing those
+/// the bus could not settle.
+async fn settle_deliveries<P: Process>(
+    bus: Bus,
+    queue: QueueName,
+    process: Arc<P>,
+    channel: Channel,
+    deliveries: Vec<Delivery>,
+) {
+    let mut messages = Vec::with_capacity(deliveries.len());
+    let mut ackers = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        messages.push(Incoming {
+            headers: from_field_table(delivery.properties.headers().as_ref()),
+            body: delivery.data,
+        });
+        ackers.push((delivery.delivery_tag, delivery.acker));
+    }
+    let settled = process.settle(&bus, queue, &messages).await;
+    let all_settled = settled.iter().all(Result::is_ok);
+    if let (true, true, Some((last, _))) = (all_settled, ackers.len() > 1, ackers.last()) {
+        let multiple = BasicAckOptions { multiple: true };
+        if let Err(err) = channel.basic_ack(*last, multiple).await {
+            // The channel died; the broker redelivers the batch.
+            tracing::debug!(%queue, error = %err, "could not ack a batch");
+        }
+        return;
+    }
+    for err in settled.iter().filter_map(|r| r.as_ref().err()) {
+        tracing::warn!(%queue, error = %err, "could not settle a delivery; requeueing it");
+    }
+    if !all_settled {
+        tokio::time::sleep(bus.config().retry_delay(1)).await;
+    }
+    for ((_, acker), result) in ackers.iter().zip(&settled) {
+        let acked = match result {
+            Ok(()) => acker.ack(BasicAckOptions::default()).await,
+            Err(_) => {
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                };
+                acker.nack(requeue).await
+            }
+        };
+        if let Err(err) = acked {
+            // The channel died; the broker redelivers the message.
+            tracing::debug!(%queue, error = %err, "could not ack or nack a delivery");
+        }
     }
 }
 

@@ -1,6 +1,7 @@
-//! What happens to one delivery, the same for both transports: decode, run
-//! the handler in a span parented to the publisher's trace, then retry, park
-//! or accept. The transport acks only when this returns `Ok`.
+//! What happens to deliveries, the same for both transports: decode, run
+//! the handler (on one delivery, or on a batch) in a span parented to the
+//! publisher's trace, then retry, park or accept each. The transport acks a
+//! delivery only once it is settled here.
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
@@ -11,25 +12,98 @@ use slipway_messages::{Envelope, Message, RunEvent, StepStatus};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::{Bus, BusError, Handler, HandlerError, QueueName, Route, TraceHeaders, trace};
+use crate::{
+    BatchHandler, Bus, BusError, Handler, HandlerError, QueueName, Route, TraceHeaders, trace,
+};
 
 /// Header naming why a message was parked.
 pub(crate) const REASON_HEADER: &str = "x-slipway-reason";
 /// Header with the delivery attempt at which a message was parked.
 pub(crate) const ATTEMPT_HEADER: &str = "x-slipway-attempt";
 
-/// Runs `handler` on one delivery and settles it: `Ok` means the message is
-/// done with (handled, sent to a retry queue, or parked) and may be acked.
-pub(crate) async fn process<H: Handler>(
+/// A delivery as a transport hands it over: the body as it arrived and its
+/// string headers.
+#[derive(Debug, Clone)]
+pub(crate) struct Incoming {
+    pub(crate) body: Vec<u8>,
+    pub(crate) headers: TraceHeaders,
+}
+
+/// How a consumer hands its deliveries to a handler; the transports only
+/// take deliveries, run this and ack what it settled.
+#[async_trait::async_trait]
+pub(crate) trait Process: Send + Sync + 'static {
+    /// `None`: one delivery per call, calls run concurrently (up to
+    /// prefetch). `Some(max)`: up to `max` deliveries per call, taken in
+    /// delivery order, one call at a time.
+    fn batch(&self) -> Option<usize>;
+
+    /// Settles each of `messages`: `Ok` means it is done with (handled, sent
+    /// to a retry queue, or parked) and may be acked; an `Err` (the bus
+    /// itself failed) leaves it to be requeued.
+    async fn settle(
+        &self,
+        bus: &Bus,
+        queue: QueueName,
+        messages: &[Incoming],
+    ) -> Vec<Result<(), BusError>>;
+}
+
+/// [`Bus::consume`]: each delivery on its own.
+pub(crate) struct Each<H>(pub(crate) H);
+
+#[async_trait::async_trait]
+impl<H: Handler> Process for Each<H> {
+    fn batch(&self) -> Option<usize> {
+        None
+    }
+
+    async fn settle(
+        &self,
+        bus: &Bus,
+        queue: QueueName,
+        messages: &[Incoming],
+    ) -> Vec<Result<(), BusError>> {
+        let mut settled = Vec::with_capacity(messages.len());
+        for message in messages {
+            settled.push(process(bus, queue, &self.0, message).await);
+        }
+        settled
+    }
+}
+
+/// [`Bus::consume_batches`]: up to `max` deliveries per handler call.
+pub(crate) struct Batches<B> {
+    pub(crate) handler: B,
+    pub(crate) max: usize,
+}
+
+#[async_trait::async_trait]
+impl<B: BatchHandler> Process for Batches<B> {
+    fn batch(&self) -> Option<usize> {
+        Some(self.max)
+    }
+
+    async fn settle(
+        &self,
+        bus: &Bus,
+        queue: QueueName,
+        messages: &[Incoming],
+    ) -> Vec<Result<(), BusError>> {
+        process_batch(bus, queue, &self.handler, messages).await
+    }
+}
+
+/// Runs `handler` on one delivery and settles it.
+async fn process<H: Handler>(
     bus: &Bus,
     queue: QueueName,
     handler: &H,
-    body: &[u8],
-    headers: &TraceHeaders,
+    message: &Incoming,
 ) -> Result<(), BusError> {
-    let envelope = match Envelope::decode(body) {
+    let envelope = match Envelope::decode(&message.body) {
         Ok(envelope) => envelope,
-        Err(err) => return park_undecodable(bus, queue, body, headers, &err.to_string()).await,
+        Err(err) => return park_undecodable(bus, queue, message, &err.to_string()).await,
     };
     let span = tracing::info_span!(
         "bus.handle",
@@ -39,44 +113,124 @@ pub(crate) async fn process<H: Handler>(
         message_id = %envelope.message_id,
         attempt = envelope.attempt,
     );
-    trace::set_parent(&span, headers);
+    trace::set_parent(&span, &message.headers);
     async {
-        let attempt = envelope.attempt;
-        // A panicking handler is a failure like any other: retried, then parked.
-        let outcome = AssertUnwindSafe(handler.handle(envelope.clone()))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| Err(HandlerError::Transient(panic_reason(panic.as_ref()))));
-        let error = match outcome {
-            Ok(()) => return Ok(()),
-            Err(error) => error,
-        };
-        let max_attempts = bus.config().max_attempts;
-        match error {
-            HandlerError::Transient(reason) if attempt < max_attempts => {
-                let delay = bus.config().retry_delay(attempt);
-                tracing::info!(%reason, ?delay, "transient failure; retrying");
-                let mut next = envelope.clone();
-                next.attempt = attempt.saturating_add(1);
-                bus.send(Route::Retry(queue, delay), &next.encode(), headers)
-                    .await?;
-                report(bus, queue, envelope.run_id, StepStatus::Retrying, reason).await
-            }
-            error => {
-                let reason = match error {
-                    HandlerError::Transient(reason) => {
-                        format!("{reason} (gave up after {attempt} attempts)")
-                    }
-                    HandlerError::Permanent(reason) => reason,
-                };
-                tracing::warn!(%reason, "parking message");
-                park(bus, queue, body, headers, &reason, attempt).await?;
-                report(bus, queue, envelope.run_id, StepStatus::Failed, reason).await
-            }
-        }
+        let outcome = guarded(handler.handle(envelope.clone())).await;
+        settle(bus, queue, &envelope, message, outcome).await
     }
     .instrument(span)
     .await
+}
+
+/// Runs `handler` on the decodable, admitted messages of a batch, in order,
+/// and settles every message of it. Undecodable ones are parked at once and
+/// refused ones settled alone, before the handler runs. A transient failure
+/// of the batch is retried in place once after `retry_delay(1)` (a database
+/// hiccup then costs neither the order nor a delivery attempt); if it fails
+/// again, every message goes through the retry path like a single one.
+async fn process_batch<B: BatchHandler>(
+    bus: &Bus,
+    queue: QueueName,
+    handler: &B,
+    messages: &[Incoming],
+) -> Vec<Result<(), BusError>> {
+    let mut settled: Vec<Result<(), BusError>> = Vec::with_capacity(messages.len());
+    let mut admitted: Vec<(usize, Envelope)> = Vec::with_capacity(messages.len());
+    for (index, message) in messages.iter().enumerate() {
+        let outcome = match Envelope::decode(&message.body) {
+            Err(err) => park_undecodable(bus, queue, message, &err.to_string()).await,
+            Ok(envelope) => match handler.admit(&envelope) {
+                Ok(()) => {
+                    admitted.push((index, envelope));
+                    Ok(())
+                }
+                Err(refused) => settle(bus, queue, &envelope, message, Err(refused)).await,
+            },
+        };
+        settled.push(outcome);
+    }
+    let Some((first, _)) = admitted.first() else {
+        return settled;
+    };
+    let span = tracing::info_span!("bus.handle_batch", queue = %queue, size = admitted.len());
+    trace::set_parent(&span, &messages[*first].headers);
+    for (index, _) in &admitted[1..] {
+        trace::add_link(&span, &messages[*index].headers);
+    }
+    async {
+        let batch: Vec<Envelope> = admitted.iter().map(|(_, e)| e.clone()).collect();
+        let mut outcome = guarded(handler.handle_batch(batch.clone())).await;
+        if let Err(HandlerError::Transient(reason)) = &outcome {
+            let delay = bus.config().retry_delay(1);
+            tracing::info!(%reason, ?delay, "transient failure of a batch; retrying it in place once");
+            tokio::time::sleep(delay).await;
+            outcome = guarded(handler.handle_batch(batch)).await;
+        }
+        for (index, envelope) in &admitted {
+            settled[*index] = settle(bus, queue, envelope, &messages[*index], outcome.clone()).await;
+        }
+    }
+    .instrument(span)
+    .await;
+    settled
+}
+
+/// A panicking handler is a failure like any other: retried, then parked.
+async fn guarded(
+    handling: impl Future<Output = Result<(), HandlerError>>,
+) -> Result<(), HandlerError> {
+    AssertUnwindSafe(handling)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(HandlerError::Transient(panic_reason(panic.as_ref()))))
+}
+
+/// What becomes of a decoded message after its handler answered `outcome`:
+/// nothing more (`Ok`), a retry with `attempt + 1` after a backoff, or
+/// parking (permanent, or out of attempts) with a failed run event.
+async fn settle(
+    bus: &Bus,
+    queue: QueueName,
+    envelope: &Envelope,
+    message: &Incoming,
+    outcome: Result<(), HandlerError>,
+) -> Result<(), BusError> {
+    let error = match outcome {
+        Ok(()) => return Ok(()),
+        Err(error) => error,
+    };
+    let attempt = envelope.attempt;
+    let max_attempts = bus.config().max_attempts;
+    match error {
+        HandlerError::Transient(reason) if attempt < max_attempts => {
+            let delay = bus.config().retry_delay(attempt);
+            tracing::info!(%reason, ?delay, message_id = %envelope.message_id, "transient failure; retrying");
+            let mut next = envelope.clone();
+            next.attempt = attempt.saturating_add(1);
+            bus.send(Route::Retry(queue, delay), &next.encode(), &message.headers)
+                .await?;
+            report(bus, queue, envelope.run_id, StepStatus::Retrying, reason).await
+        }
+        error => {
+            let reason = match error {
+                HandlerError::Transient(reason) => {
+                    format!("{reason} (gave up after {attempt} attempts)")
+                }
+                HandlerError::Permanent(reason) => reason,
+            };
+            tracing::warn!(%reason, message_id = %envelope.message_id, "parking message");
+            park(
+                bus,
+                queue,
+                &message.body,
+                &message.headers,
+                &reason,
+                attempt,
+            )
+            .await?;
+            report(bus, queue, envelope.run_id, StepStatus::Failed, reason).await
+        }
+    }
 }
 
 fn panic_reason(panic: &(dyn Any + Send)) -> String {
@@ -91,10 +245,10 @@ fn panic_reason(panic: &(dyn Any + Send)) -> String {
 async fn park_undecodable(
     bus: &Bus,
     queue: QueueName,
-    body: &[u8],
-    headers: &TraceHeaders,
+    message: &Incoming,
     error: &str,
 ) -> Result<(), BusError> {
+    let Incoming { body, headers } = message;
     let reason = format!("undecodable message on {queue}: {error}");
     tracing::warn!(%queue, %reason, "parking undecodable message");
     let json: Option<Value> = serde_json::from_slice(body).ok();

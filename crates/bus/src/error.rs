@@ -35,6 +35,8 @@ pub enum BusError {
         exchange: String,
         routing_key: String,
     },
+    #[error("a batch consumer takes 1 to {limit} messages per batch, got max_batch = {max_batch}")]
+    InvalidBatch { max_batch: usize, limit: usize },
     #[error("the broker did not confirm the message published to {target} within {timeout_ms} ms")]
     ConfirmTimeout { target: String, timeout_ms: u64 },
 }

@@ -5,7 +5,9 @@
 //! [`Bus::publish`] routes an [`Envelope`] by its message (commands to their
 //! role's queue, run events to the gateway) and returns only once the broker
 //! confirmed it. [`Bus::consume`] runs a [`Handler`] on each delivery with
-//! prefetch-bounded concurrency and acks only after the handler returned; a
+//! prefetch-bounded concurrency and acks only after the handler returned;
+//! [`Bus::consume_batches`] hands a [`BatchHandler`] what is available in
+//! delivery order, one batch at a time, with the same settling rules; a
 //! transient failure goes through a retry queue with backoff, a message that
 //! keeps failing (or is permanent, or undecodable) is parked with its reason
 //! and reported as a failed [`RunEvent`](slipway_messages::RunEvent). W3C
@@ -14,7 +16,8 @@
 //! Layout:
 //! - `config`: [`BusConfig`], [`Transport`] and the backoff rule.
 //! - `topology`: exchange and queue names ([`QueueName`]), retry tiers.
-//! - `deliver`: what happens to one delivery, shared by both transports.
+//! - `deliver`: what happens to deliveries (one, or a batch), shared by both
+//!   transports.
 //! - `amqp`: lapin connection, confirm channels, consumer loop, reconnects.
 //! - `memory`: the in-process transport.
 //! - `trace`: trace-context headers.
@@ -45,6 +48,10 @@ pub use tokio_util::sync::CancellationToken;
 pub use topology::QueueName;
 pub use trace::{TraceHeaders, current_trace_headers};
 
+/// The largest `max_batch` of [`Bus::consume_batches`] (twice it must fit
+/// the AMQP prefetch count, a `u16`).
+pub const MAX_BATCH: usize = (u16::MAX / 2) as usize;
+
 /// A connection to the bus. Cheap to clone; shared by all tasks of a process.
 #[derive(Clone, Debug)]
 pub struct Bus {
@@ -64,6 +71,26 @@ pub trait Handler: Send + Sync + 'static {
     /// `Ok` acks the message; the handler publishes any follow-up message
     /// itself before returning, so the ack comes after that publish's confirm.
     async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError>;
+}
+
+/// Processes messages in batches, in delivery order, one batch at a time
+/// (see [`Bus::consume_batches`]). A batch may be delivered again (also in
+/// parts), so implementations must be idempotent.
+#[async_trait::async_trait]
+pub trait BatchHandler: Send + Sync + 'static {
+    /// Screens each decoded message before it joins a batch. An error
+    /// settles that message alone, as a [`Handler`] error would (permanent:
+    /// parked at once), and the rest of the batch still goes to
+    /// [`BatchHandler::handle_batch`]. Admits everything by default.
+    fn admit(&self, envelope: &Envelope) -> Result<(), HandlerError> {
+        let _ = envelope;
+        Ok(())
+    }
+
+    /// `Ok` acks the whole batch. An error applies to every message of it: a
+    /// transient one is retried in place once, then each message goes
+    /// through the retry queue; a permanent one parks them all.
+    async fn handle_batch(&self, batch: Vec<Envelope>) -> Result<(), HandlerError>;
 }
 
 /// A [`Handler`] made from an async closure, for small handlers and tests.
@@ -188,10 +215,50 @@ impl Bus {
         handler: H,
         shutdown: CancellationToken,
     ) -> Result<(), BusError> {
-        let handler = Arc::new(handler);
+        self.consume_with(queue, deliver::Each(handler), shutdown)
+            .await
+    }
+
+    /// Consumes `queue` like [`Bus::consume`], but hands `handler` batches:
+    /// whatever deliveries are there, up to `max_batch`, without waiting for
+    /// a batch to fill, in delivery order, one batch at a time (so the
+    /// handler sees the queue's order). Undecodable messages and those
+    /// [`BatchHandler::admit`] refuses are settled alone before the handler
+    /// runs; the rest is acked together after `Ok` (one multiple ack on
+    /// AMQP), retried in place once and then through the retry queue after a
+    /// transient error, and parked after a permanent one. The channel's
+    /// prefetch is at least `2 * max_batch`, so the next batch arrives while
+    /// one is handled. Reconnects and shutdown as in [`Bus::consume`].
+    pub async fn consume_batches<H: BatchHandler>(
+        &self,
+        queue: QueueName,
+        handler: H,
+        max_batch: usize,
+        shutdown: CancellationToken,
+    ) -> Result<(), BusError> {
+        if max_batch == 0 || max_batch > MAX_BATCH {
+            return Err(BusError::InvalidBatch {
+                max_batch,
+                limit: MAX_BATCH,
+            });
+        }
+        let batches = deliver::Batches {
+            handler,
+            max: max_batch,
+        };
+        self.consume_with(queue, batches, shutdown).await
+    }
+
+    async fn consume_with<P: deliver::Process>(
+        &self,
+        queue: QueueName,
+        process: P,
+        shutdown: CancellationToken,
+    ) -> Result<(), BusError> {
+        let process = Arc::new(process);
         match &self.inner {
-            Inner::Amqp(amqp) => amqp.consume(self, queue, handler, shutdown).await,
-            Inner::Memory(memory) => memory.consume(self, queue, handler, shutdown).await,
+            Inner::Amqp(amqp) => amqp.consume(self, queue, process, shutdown).await,
+            Inner::Memory(memory) => memory.consume(self, queue, process, shutdown).await,
         }
     }
 

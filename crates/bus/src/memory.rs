@@ -1,6 +1,7 @@
 //! The in-process transport: one `VecDeque` per queue behind a mutex, with the
-//! AMQP transport's semantics (prefetch, ack after the handler, retry after a
-//! delay, parking, requeue of unacked messages when a consumer stops).
+//! AMQP transport's semantics (prefetch, batches in order, ack after the
+//! handler, retry after a delay, parking, requeue of unacked messages when a
+//! consumer stops).
 //! Nothing survives the process; that is what `slipway dev` wants.
 
 use std::collections::VecDeque;
@@ -10,15 +11,11 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    Bus, BusConfig, BusError, Handler, ParkedMessage, QueueName, Route, TraceHeaders, deliver,
-};
+use crate::deliver::{Incoming, Process};
+use crate::{Bus, BusConfig, BusError, ParkedMessage, QueueName, Route, TraceHeaders};
 
-#[derive(Debug, Clone)]
-struct Stored {
-    body: Vec<u8>,
-    headers: TraceHeaders,
-}
+/// A message as it waits in a queue.
+type Stored = Incoming;
 
 #[derive(Debug, Default)]
 struct Queue {
@@ -28,53 +25,65 @@ struct Queue {
 }
 
 impl Queue {
-    fn push(&self, message: Stored, front: bool) {
-        let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
-        if front {
+    fn ready(&self) -> std::sync::MutexGuard<'_, VecDeque<Stored>> {
+        self.ready.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, message: Stored) {
+        self.ready().push_back(message);
+        self.arrived.notify_waiters();
+    }
+
+    /// Puts messages back at the front, keeping their order.
+    fn requeue(&self, messages: impl DoubleEndedIterator<Item = Stored>) {
+        let mut ready = self.ready();
+        for message in messages.rev() {
             ready.push_front(message);
-        } else {
-            ready.push_back(message);
         }
         drop(ready);
         self.arrived.notify_waiters();
     }
 
-    /// Cancel-safe: a message is either returned or left in the queue.
-    async fn pop(&self) -> Stored {
+    /// Waits for a message, then takes up to `max` without waiting further.
+    /// Cancel-safe: messages are either returned or left in the queue.
+    async fn take(&self, max: usize) -> Vec<Stored> {
         loop {
             let arrived = self.arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
-            let next = self
-                .ready
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop_front();
-            if let Some(message) = next {
-                return message;
+            let taken: Vec<Stored> = {
+                let mut ready = self.ready();
+                let n = ready.len().min(max);
+                ready.drain(..n).collect()
+            };
+            if !taken.is_empty() {
+                return taken;
             }
             arrived.await;
         }
     }
 }
 
-/// A delivered message that goes back to the front of its queue unless acked,
-/// also when its handler task is aborted.
+/// Delivered messages that go back to the front of their queue, in order,
+/// unless acked, also when their handler task is aborted.
 struct Unacked {
     queue: Arc<Queue>,
-    message: Option<Stored>,
+    messages: Vec<Option<Stored>>,
 }
 
 impl Unacked {
-    fn ack(mut self) {
-        self.message = None;
+    fn ack(&mut self, index: usize) {
+        if let Some(message) = self.messages.get_mut(index) {
+            *message = None;
+        }
     }
 }
 
 impl Drop for Unacked {
     fn drop(&mut self) {
-        if let Some(message) = self.message.take() {
-            self.queue.push(message, true);
+        let rest: Vec<Stored> = self.messages.drain(..).flatten().collect();
+        if !rest.is_empty() {
+            self.queue.requeue(rest.into_iter());
         }
     }
 }
@@ -102,21 +111,21 @@ impl MemoryBus {
     }
 
     pub(crate) fn send(&self, route: Route, body: &[u8], headers: &TraceHeaders) {
-        let message = Stored {
+        let message = Incoming {
             body: body.to_vec(),
             headers: headers.clone(),
         };
         match route {
-            Route::Command(role) => self.queue(QueueName::Role(role)).push(message, false),
+            Route::Command(role) => self.queue(QueueName::Role(role)).push(message),
             Route::Event(_) | Route::Queue(QueueName::Events) => {
-                self.queue(QueueName::Events).push(message, false);
+                self.queue(QueueName::Events).push(message);
             }
-            Route::Queue(queue) => self.queue(queue).push(message, false),
+            Route::Queue(queue) => self.queue(queue).push(message),
             Route::Retry(queue, delay) => {
                 let queue = Arc::clone(self.queue(queue));
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    queue.push(message, false);
+                    queue.push(message);
                 });
             }
             Route::Parked(queue) => self
@@ -150,37 +159,55 @@ impl MemoryBus {
             .collect()
     }
 
-    pub(crate) async fn consume<H: Handler>(
+    /// Consumes until `shutdown`: one message per task with up to
+    /// `prefetch` tasks, or (batches) one task at a time taking what is
+    /// ready up to the batch size.
+    pub(crate) async fn consume<P: Process>(
         &self,
         bus: &Bus,
         queue: QueueName,
-        handler: Arc<H>,
+        process: Arc<P>,
         shutdown: CancellationToken,
     ) -> Result<(), BusError> {
         let source = Arc::clone(self.queue(queue));
-        let slots = Arc::new(Semaphore::new(usize::from(self.config.prefetch.max(1))));
+        let (tasks, take) = match process.batch() {
+            None => (usize::from(self.config.prefetch.max(1)), 1),
+            Some(max) => (1, max.max(1)),
+        };
+        let slots = Arc::new(Semaphore::new(tasks));
         let mut in_flight = JoinSet::new();
         loop {
             let next = async {
                 let slot = Arc::clone(&slots).acquire_owned().await;
-                (slot, source.pop().await)
+                (slot, source.take(take).await)
             };
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-                (slot, message) = next => {
+                (slot, messages) = next => {
                     let bus = bus.clone();
-                    let handler = Arc::clone(&handler);
-                    let unacked = Unacked { queue: Arc::clone(&source), message: Some(message.clone()) };
+                    let process = Arc::clone(&process);
+                    let mut unacked = Unacked {
+                        queue: Arc::clone(&source),
+                        messages: messages.iter().cloned().map(Some).collect(),
+                    };
                     in_flight.spawn(async move {
                         let _slot = slot;
-                        match deliver::process(&bus, queue, handler.as_ref(), &message.body, &message.headers).await {
-                            Ok(()) => unacked.ack(),
-                            Err(err) => {
-                                tracing::warn!(%queue, error = %err, "could not settle a delivery; requeueing it");
-                                tokio::time::sleep(bus.config().retry_delay(1)).await;
+                        let settled = process.settle(&bus, queue, &messages).await;
+                        let mut failed = false;
+                        for (index, result) in settled.iter().enumerate() {
+                            match result {
+                                Ok(()) => unacked.ack(index),
+                                Err(err) => {
+                                    tracing::warn!(%queue, error = %err, "could not settle a delivery; requeueing it");
+                                    failed = true;
+                                }
                             }
                         }
+                        if failed {
+                            tokio::time::sleep(bus.config().retry_delay(1)).await;
+                        }
+                        // Dropping `unacked` requeues what was not settled.
                     });
                 }
             }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TraceContextExt;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Message headers carrying trace context (`traceparent`, `tracestate`).
@@ -28,6 +29,18 @@ pub(crate) fn set_parent(span: &tracing::Span, headers: &TraceHeaders) {
     });
     // Fails only when no OpenTelemetry layer is installed: nothing to link then.
     let _ = span.set_parent(parent);
+}
+
+/// Links `span` to the trace context found in `headers`, if any (a batch
+/// span has one parent but belongs to every message's trace).
+pub(crate) fn add_link(span: &tracing::Span, headers: &TraceHeaders) {
+    let context = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&Reader(headers))
+    });
+    let linked = context.span().span_context().clone();
+    if linked.is_valid() {
+        span.add_link(linked);
+    }
 }
 
 struct Carrier<'a>(&'a mut TraceHeaders);

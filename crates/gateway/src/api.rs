@@ -5,11 +5,11 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use slipway_messages::{Deployment, Envelope, ExportCommand, Message, PlaceholderWork};
-use slipway_store::{HistoryEntry, NewRun, Run};
+use slipway_store::{CancelOutcome, HistoryEntry, NewRun, Run};
 use tower_http::trace::TraceLayer;
 use uuid::Uuid;
 
@@ -20,9 +20,13 @@ pub fn router(gateway: Gateway) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/api/v1/deployments", get(list_deployments).post(submit_deployment))
+        .route(
+            "/api/v1/deployments",
+            get(list_deployments).post(submit_deployment),
+        )
         .route("/api/v1/deployments/{id}", get(get_deployment))
         .route("/api/v1/deployments/{id}/events", get(deployment_events))
+        .route("/api/v1/deployments/{id}/cancel", post(cancel_deployment))
         .with_state(gateway)
         .layer(TraceLayer::new_for_http())
 }
@@ -39,6 +43,9 @@ pub enum ApiError {
     /// 404: no such deployment.
     #[error("no deployment with id {0}")]
     NotFound(Uuid),
+    /// 409: the request conflicts with the run's state.
+    #[error("{0}")]
+    Conflict(String),
     /// 500: logged with its cause; the client sees only that it happened.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
@@ -50,18 +57,28 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal(err) => {
                 tracing::error!(error = ?err, "request failed");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response()
+        (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
     }
 }
 
 impl From<slipway_store::StoreError> for ApiError {
     fn from(err: slipway_store::StoreError) -> Self {
-        ApiError::Internal(err.into())
+        match err {
+            slipway_store::StoreError::DuplicateRun(id) => {
+                ApiError::Conflict(format!("a deployment with id {id} already exists"))
+            }
+            other => ApiError::Internal(other.into()),
+        }
     }
 }
 
@@ -79,7 +96,11 @@ async fn readyz(State(gw): State<Gateway>) -> (StatusCode, Json<serde_json::Valu
         "database": database.err().unwrap_or_else(|| "ok".into()),
         "bus": if bus { "ok" } else { "not connected" },
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body))
 }
 
@@ -182,7 +203,10 @@ async fn submit_deployment(
     Ok((StatusCode::ACCEPTED, Json(run.into())))
 }
 
-async fn get_deployment(State(gw): State<Gateway>, Path(id): Path<Uuid>) -> Result<Json<RunView>, ApiError> {
+async fn get_deployment(
+    State(gw): State<Gateway>,
+    Path(id): Path<Uuid>,
+) -> Result<Json<RunView>, ApiError> {
     let run = gw.store.get_run(id).await?.ok_or(ApiError::NotFound(id))?;
     Ok(Json(run.into()))
 }
@@ -213,4 +237,40 @@ async fn list_deployments(
 ) -> Result<Json<Vec<RunView>>, ApiError> {
     let runs = gw.store.list_runs(q.limit.clamp(1, 1000)).await?;
     Ok(Json(runs.into_iter().map(RunView::from).collect()))
+}
+
+/// Why a run is canceled, and by whom.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub requested_by: Option<String>,
+}
+
+/// Cancels a run that has not started importing (an import cannot be
+/// stopped half way). 409 when it is too late.
+async fn cancel_deployment(
+    State(gw): State<Gateway>,
+    Path(id): Path<Uuid>,
+    body: Option<Json<CancelRequest>>,
+) -> Result<Json<RunView>, ApiError> {
+    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let actor = req.requested_by.as_deref().unwrap_or("anonymous");
+    match gw
+        .store
+        .cancel_run(id, actor, req.reason.as_deref())
+        .await?
+    {
+        CancelOutcome::Canceled { .. } => {}
+        CancelOutcome::TooLate { state } => {
+            return Err(ApiError::Conflict(format!(
+                "deployment {id} is {state}; only runs that have not started importing can be canceled"
+            )));
+        }
+        CancelOutcome::UnknownRun => return Err(ApiError::NotFound(id)),
+    }
+    let run = gw.store.get_run(id).await?.ok_or(ApiError::NotFound(id))?;
+    Ok(Json(run.into()))
 }

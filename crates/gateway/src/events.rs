@@ -1,50 +1,71 @@
-//! Follows the event queue and moves each run through its state machine.
+//! Follows the event queue and moves each run through its state machine:
+//! the events queued are taken in order, up to `gateway.event_batch` at a
+//! time, and applied in one database transaction per batch.
 
-use slipway_bus::{Handler, HandlerError, QueueName};
+use slipway_bus::{BatchHandler, HandlerError, QueueName};
 use slipway_messages::{Envelope, Message};
 use slipway_service::shutdown::CancellationToken;
-use slipway_store::{Applied, Store};
+use slipway_store::{Applied, Store, StoreError};
 
 use crate::Gateway;
 
-/// Consume run events until shutdown.
-pub async fn run(gateway: Gateway, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Consume run events, `max_batch` at most per transaction, until shutdown.
+pub async fn run(
+    gateway: Gateway,
+    max_batch: usize,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let handler = EventHandler {
         store: gateway.store.clone(),
     };
-    gateway.bus.consume(QueueName::Events, handler, shutdown).await?;
+    gateway
+        .bus
+        .consume_batches(QueueName::Events, handler, max_batch, shutdown)
+        .await?;
     Ok(())
 }
 
-/// Applies each run event to the store; the store makes that idempotent.
+/// Applies batches of run events to the store; the store makes that idempotent.
 #[derive(Debug)]
 struct EventHandler {
     store: Store,
 }
 
 #[async_trait::async_trait]
-impl Handler for EventHandler {
-    async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {
-        let Message::RunEvent(event) = &envelope.message else {
-            return Err(HandlerError::Permanent(format!(
+impl BatchHandler for EventHandler {
+    fn admit(&self, envelope: &Envelope) -> Result<(), HandlerError> {
+        match envelope.message {
+            Message::RunEvent(_) => Ok(()),
+            _ => Err(HandlerError::Permanent(format!(
                 "the event queue received a `{}` command; commands go to the worker queues",
                 envelope.message.kind()
-            )));
-        };
-        // A database hiccup is transient: the event is retried, not lost.
+            ))),
+        }
+    }
+
+    async fn handle_batch(&self, batch: Vec<Envelope>) -> Result<(), HandlerError> {
         let applied = self
             .store
-            .apply_event(&envelope)
+            .apply_events(&batch)
             .await
-            .map_err(|err| HandlerError::Transient(format!("cannot record the event: {err}")))?;
-        match applied {
-            Applied::Transitioned { from, to } => {
-                tracing::info!(run_id = %envelope.run_id, %from, %to, service = %event.service, "run moved")
+            .map_err(|err| match err {
+                StoreError::NotAnEvent { .. } => HandlerError::Permanent(err.to_string()),
+                // A database hiccup is transient: the events are retried, not lost.
+                err => HandlerError::Transient(format!("cannot record the events: {err}")),
+            })?;
+        for (envelope, applied) in batch.iter().zip(applied) {
+            let Message::RunEvent(event) = &envelope.message else {
+                continue;
+            };
+            match applied {
+                Applied::Transitioned { from, to } => {
+                    tracing::info!(run_id = %envelope.run_id, %from, %to, service = %event.service, "run moved")
+                }
+                Applied::UnknownRun => {
+                    tracing::warn!(run_id = %envelope.run_id, "event for a run this gateway does not know; recorded nothing")
+                }
+                Applied::Recorded | Applied::Duplicate => {}
             }
-            Applied::UnknownRun => {
-                tracing::warn!(run_id = %envelope.run_id, "event for a run this gateway does not know; recorded nothing")
-            }
-            Applied::Recorded | Applied::Duplicate => {}
         }
         Ok(())
     }

@@ -5,7 +5,8 @@
 //! - [`relay`]: the outbox relay, which publishes the commands that
 //!   [`slipway_store::Store::create_run`] wrote in the same transaction as
 //!   the run, with publisher confirms, and only then marks them published.
-//! - [`events`]: the consumer of the event queue, which moves each run
+//! - [`events`]: the consumer of the event queue, which applies run events
+//!   in queue order, a batch per database transaction, moving each run
 //!   through its state machine (idempotently: redelivered events change
 //!   nothing).
 //!
@@ -50,13 +51,26 @@ pub async fn run(
     };
     let listener = tokio::net::TcpListener::bind(&config.gateway.listen)
         .await
-        .with_context(|| format!("cannot listen on gateway.listen = {}", config.gateway.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on gateway.listen = {}",
+                config.gateway.listen
+            )
+        })?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "gateway listening");
     on_listen(addr);
 
-    let relay = tokio::spawn(relay::run(gateway.clone(), config.gateway.clone(), shutdown.clone()));
-    let events = tokio::spawn(events::run(gateway.clone(), shutdown.clone()));
+    let relay = tokio::spawn(relay::run(
+        gateway.clone(),
+        config.gateway.clone(),
+        shutdown.clone(),
+    ));
+    let events = tokio::spawn(events::run(
+        gateway.clone(),
+        config.gateway.event_batch,
+        shutdown.clone(),
+    ));
     let server = axum::serve(listener, api::router(gateway))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = server.await.context("HTTP server failed");

@@ -16,7 +16,9 @@ async fn main() -> anyhow::Result<()> {
     let store = slipway_store::Store::connect(&config.database.url)
         .await
         .with_context(|| "cannot open the database at database.url")?;
-    let bus = slipway_bus::Bus::connect(&config.bus).await.context("cannot connect to the bus")?;
+    let bus = slipway_bus::Bus::connect(&config.bus)
+        .await
+        .context("cannot connect to the bus")?;
     slipway_gateway::run(&config, store, bus, shutdown, |addr| {
         // Tests and scripts read the bound address from this line.
         println!("listening on http://{addr}");

@@ -15,7 +15,11 @@ use crate::Gateway;
 
 /// Relay until shutdown. Errors are logged and retried; they never stop the
 /// gateway, since the rows stay in the outbox until published.
-pub async fn run(gateway: Gateway, config: GatewayConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    gateway: Gateway,
+    config: GatewayConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let poll = Duration::from_millis(config.outbox_poll_ms.max(10));
     let lease = Duration::from_millis(config.outbox_lease_ms.max(1_000));
     loop {
@@ -56,7 +60,9 @@ pub async fn relay_once(gateway: &Gateway, batch: u32, lease: Duration) -> anyho
     for result in futures::future::join_all(publishes).await {
         match result {
             Ok(id) => done.push(id),
-            Err((id, err)) => tracing::warn!(outbox_id = id, error = %err, "publish not confirmed; the row stays in the outbox"),
+            Err((id, err)) => {
+                tracing::warn!(outbox_id = id, error = %err, "publish not confirmed; the row stays in the outbox")
+            }
         }
     }
     gateway.store.mark_published(&done).await?;

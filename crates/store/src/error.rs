@@ -29,7 +29,7 @@ pub enum StoreError {
         "the first command belongs to run {command_run}, not to the new run {run}; build it with the new run's id"
     )]
     CommandRunMismatch { run: Uuid, command_run: Uuid },
-    #[error("apply_event takes a `run_event` envelope, got `{kind}`")]
+    #[error("apply_event and apply_events take `run_event` envelopes only, got `{kind}`")]
     NotAnEvent { kind: &'static str },
     #[error("cannot encode {what} as JSON: {source}")]
     Encode {

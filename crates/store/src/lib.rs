@@ -5,8 +5,8 @@
 //! Layout:
 //! - [`Store`] (this file): one `sqlx::AnyPool` and the queries. Every write
 //!   that must be atomic is one transaction: a new run with its first audit
-//!   row and outbox row; an event (or a cancel) with the state change it
-//!   causes and that change's audit row.
+//!   row and outbox row; a batch of events (or a cancel) with the state
+//!   changes it causes and their audit rows.
 //! - [`model`]: plain types ([`Run`], [`HistoryEntry`], [`OutboxItem`]...) and
 //!   the run state machine ([`RunState::after`]), free of I/O.
 //! - [`error`]: [`StoreError`], each message saying what to check.
@@ -18,7 +18,8 @@
 //! milliseconds since the Unix epoch, taken from the gateway's clock.
 //!
 //! Concurrency: several gateway replicas may share one PostgreSQL database.
-//! A run's row is locked (`SELECT ... FOR UPDATE`) while an event is applied,
+//! The runs a batch of events touches are locked (`SELECT ... ORDER BY id
+//! FOR UPDATE`, so in one order everywhere) while it is applied,
 //! outbox rows are claimed with `FOR UPDATE SKIP LOCKED` and a lease. On
 //! SQLite, write transactions start with `BEGIN IMMEDIATE`, so the single
 //! writer lock serializes them.
@@ -31,7 +32,7 @@
 pub mod error;
 pub mod model;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -51,8 +52,8 @@ pub use model::{
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 
-/// Ids marked published per statement (well under both databases' limit on
-/// bind parameters).
+/// Ids marked published or runs locked per statement (well under both
+/// databases' limit on bind parameters).
 const MARK_CHUNK: usize = 500;
 
 /// The gateway's handle on its database. Cheap to clone (a pool).
@@ -79,9 +80,6 @@ const SELECT_RUN: &str = "SELECT id, state, deployment, requested_by, reason, cr
      FROM runs WHERE id = $1";
 const LIST_RUNS: &str = "SELECT id, state, deployment, requested_by, reason, created_at, updated_at \
      FROM runs ORDER BY created_at DESC, id DESC LIMIT $1";
-const LOCK_RUN_POSTGRES: &str = "SELECT state FROM runs WHERE id = $1 FOR UPDATE";
-/// SQLite has no row locks; the transaction began with `BEGIN IMMEDIATE`.
-const LOCK_RUN_SQLITE: &str = "SELECT state FROM runs WHERE id = $1";
 const CLAIM_POSTGRES: &str = "UPDATE outbox SET claimed_until = $1 WHERE id IN ( \
        SELECT id FROM outbox \
        WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until <= $2) \
@@ -192,16 +190,8 @@ impl Store {
                 _ => err.into(),
             });
         }
-        insert_transition(
-            &mut tx,
-            &id,
-            now,
-            RunState::Requested,
-            &new.requested_by,
-            None,
-            None,
-        )
-        .await?;
+        let first = NewHistory::transition(&id, RunState::Requested, &new.requested_by, None, None);
+        insert_history(&mut tx, now, &[first]).await?;
         sqlx::query(
             "INSERT INTO outbox (run_id, message_id, envelope, trace_headers, created_at) \
              VALUES ($1, $2, $3, $4, $5)",
@@ -286,55 +276,91 @@ impl Store {
     /// [`Applied::Duplicate`]; stale events and events after a terminal state
     /// are recorded without a state change; each change writes an audit row.
     /// Safe when replicas apply events of the same run concurrently.
+    /// [`Store::apply_events`] with one event.
     #[tracing::instrument(skip_all, fields(run_id = %envelope.run_id, message_id = %envelope.message_id))]
     pub async fn apply_event(&self, envelope: &Envelope) -> Result<Applied, StoreError> {
-        let Message::RunEvent(event) = &envelope.message else {
-            return Err(StoreError::NotAnEvent {
-                kind: envelope.message.kind(),
-            });
-        };
-        let run_id = envelope.run_id.to_string();
-        let mut tx = self.begin_write().await?;
-        let Some(current) = self.lock_run(&mut tx, &run_id).await? else {
-            return Ok(Applied::UnknownRun);
-        };
-        let now = now_millis();
-        let recorded = sqlx::query(
-            "INSERT INTO run_history \
-               (run_id, at, kind, step, status, service, instance, detail, message_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (message_id) DO NOTHING",
-        )
-        .bind(&run_id)
-        .bind(now)
-        .bind(HistoryKind::Event.as_str())
-        .bind(event.step.map(name_of))
-        .bind(name_of(event.status))
-        .bind(&event.service)
-        .bind(&event.instance)
-        .bind(&event.detail)
-        .bind(envelope.message_id.to_string())
-        .execute(&mut *tx)
-        .await?;
-        if recorded.rows_affected() == 0 {
-            return Ok(Applied::Duplicate);
+        let mut applied = self.apply_events(std::slice::from_ref(envelope)).await?;
+        // One outcome per envelope.
+        applied.pop().ok_or_else(|| {
+            StoreError::corrupt("event outcome", "no outcome for the one event applied")
+        })
+    }
+
+    /// [`Store::apply_event`] for many events in ONE transaction, applied in
+    /// the given order (the order they were delivered in): one [`Applied`]
+    /// per envelope, in the same order. Duplicates are recognized within the
+    /// batch too. Nothing is written if any envelope is not a `run_event` or
+    /// the database fails. The runs involved are locked up front in sorted id
+    /// order (PostgreSQL; SQLite takes its write lock with `BEGIN
+    /// IMMEDIATE`), so concurrent batches of other replicas neither interleave
+    /// with nor deadlock on this one. A batch costs a fixed handful of
+    /// statements whatever its size (lock, duplicate check, one history
+    /// insert, one update of the runs that moved), the run states being kept
+    /// in memory through the batch.
+    #[tracing::instrument(skip_all, fields(events = envelopes.len()))]
+    pub async fn apply_events(&self, envelopes: &[Envelope]) -> Result<Vec<Applied>, StoreError> {
+        let mut events = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            let Message::RunEvent(event) = &envelope.message else {
+                return Err(StoreError::NotAnEvent {
+                    kind: envelope.message.kind(),
+                });
+            };
+            events.push((envelope, envelope.run_id.to_string(), event));
         }
-        let applied = match current.after(event) {
-            None => Applied::Recorded,
-            Some(to) => {
-                let reason = (to == RunState::Failed).then(|| failure_reason(event));
-                let change = Change {
-                    run_id: &run_id,
-                    at: now,
-                    to,
-                    actor: &event.service,
-                    reason: reason.as_deref(),
-                };
-                change.write(&mut tx, Some(event)).await?;
-                Applied::Transitioned { from: current, to }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let run_ids: BTreeSet<&str> = events.iter().map(|(_, id, _)| id.as_str()).collect();
+        let message_ids: Vec<String> = events
+            .iter()
+            .map(|(envelope, _, _)| envelope.message_id.to_string())
+            .collect();
+        let mut tx = self.begin_write().await?;
+        // The state of every run involved, kept current through the batch.
+        let mut runs = self.lock_runs(&mut tx, &run_ids).await?;
+        // Under the run locks nobody else records these runs' events.
+        let mut recorded = recorded_message_ids(&mut tx, &message_ids).await?;
+        let mut history = Vec::with_capacity(events.len() * 2);
+        let mut moved: BTreeMap<&str, Option<String>> = BTreeMap::new();
+        let mut applied = Vec::with_capacity(events.len());
+        for ((_, run_id, event), message_id) in events.iter().zip(message_ids) {
+            let Some(current) = runs.get(run_id.as_str()).copied() else {
+                applied.push(Applied::UnknownRun);
+                continue;
+            };
+            if recorded.contains(&message_id) {
+                applied.push(Applied::Duplicate);
+                continue;
             }
-        };
+            recorded.insert(message_id.clone());
+            history.push(NewHistory::event(run_id, event, message_id));
+            let Some(to) = current.after(event) else {
+                applied.push(Applied::Recorded);
+                continue;
+            };
+            let reason = (to == RunState::Failed).then(|| failure_reason(event));
+            runs.insert(run_id, to);
+            let run_reason = moved.entry(run_id).or_default();
+            if reason.is_some() {
+                run_reason.clone_from(&reason);
+            }
+            history.push(NewHistory {
+                detail: reason,
+                ..NewHistory::transition(run_id, to, &event.service, None, Some(event))
+            });
+            applied.push(Applied::Transitioned { from: current, to });
+        }
+        let now = now_millis();
+        insert_history(&mut tx, now, &history).await?;
+        // Each run that moved, to where the batch left it.
+        let moves: Vec<(&str, RunState, Option<&str>)> = moved
+            .iter()
+            .filter_map(|(id, reason)| Some((*id, *runs.get(id)?, reason.as_deref())))
+            .collect();
+        update_runs(&mut tx, now, &moves).await?;
         tx.commit().await?;
-        tracing::debug!(?applied, "run event applied");
+        tracing::debug!(?applied, "run events applied");
         Ok(applied)
     }
 
@@ -356,14 +382,10 @@ impl Store {
         if !current.is_cancelable() {
             return Ok(CancelOutcome::TooLate { state: current });
         }
-        let change = Change {
-            run_id: &run_id,
-            at: now_millis(),
-            to: RunState::Canceled,
-            actor,
-            reason,
-        };
-        change.write(&mut tx, None).await?;
+        let now = now_millis();
+        update_runs(&mut tx, now, &[(&run_id, RunState::Canceled, reason)]).await?;
+        let canceled = NewHistory::transition(&run_id, RunState::Canceled, actor, reason, None);
+        insert_history(&mut tx, now, &[canceled]).await?;
         tx.commit().await?;
         Ok(CancelOutcome::Canceled { from: current })
     }
@@ -437,16 +459,43 @@ impl Store {
         tx: &mut Transaction<'static, Any>,
         run_id: &str,
     ) -> Result<Option<RunState>, StoreError> {
-        let lock = match self.backend {
-            Backend::Postgres => LOCK_RUN_POSTGRES,
-            Backend::Sqlite => LOCK_RUN_SQLITE,
-        };
-        sqlx::query_scalar::<_, String>(lock)
-            .bind(run_id)
-            .fetch_optional(&mut **tx)
-            .await?
-            .map(|state| parse_state(&state))
-            .transpose()
+        let mut runs = self.lock_runs(tx, &BTreeSet::from([run_id])).await?;
+        Ok(runs.remove(run_id))
+    }
+
+    /// Lock the rows of `run_ids` for the rest of `tx`, in sorted id order
+    /// (so two transactions never wait for each other in a cycle), and read
+    /// their states. Unknown ids are left out.
+    async fn lock_runs<'a>(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        run_ids: &BTreeSet<&'a str>,
+    ) -> Result<BTreeMap<&'a str, RunState>, StoreError> {
+        let ids: Vec<&'a str> = run_ids.iter().copied().collect();
+        let mut states = BTreeMap::new();
+        for chunk in ids.chunks(MARK_CHUNK) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            // SQLite has no row locks; the transaction began with `BEGIN IMMEDIATE`.
+            let lock = match self.backend {
+                Backend::Postgres => " FOR UPDATE",
+                Backend::Sqlite => "",
+            };
+            // Only numbered placeholders are spliced in; the ids are bound.
+            let sql = format!(
+                "SELECT id, state FROM runs WHERE id IN ({}) ORDER BY id{lock}",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query_as::<_, (String, String)>(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for (id, state) in query.fetch_all(&mut **tx).await? {
+                if let Some(known) = run_ids.get(id.as_str()) {
+                    states.insert(*known, parse_state(&state)?);
+                }
+            }
+        }
+        Ok(states)
     }
 
     /// A write transaction; on SQLite it takes the write lock up front, so a
@@ -459,72 +508,151 @@ impl Store {
     }
 }
 
-/// A state change of a locked run: who made it, and why.
-struct Change<'a> {
+/// Columns of one `run_history` row as [`insert_history`] binds them.
+const HISTORY_COLUMNS: usize = 11;
+/// History rows per INSERT (11 parameters each, well under both databases'
+/// limit on bind parameters).
+const HISTORY_CHUNK: usize = 400;
+
+/// A row to append to a run's history.
+struct NewHistory<'a> {
     run_id: &'a str,
-    at: i64,
-    to: RunState,
-    actor: &'a str,
-    reason: Option<&'a str>,
+    kind: HistoryKind,
+    /// The state moved to (transitions).
+    state: Option<RunState>,
+    /// The event received, or the one that caused a transition.
+    cause: Option<&'a RunEvent>,
+    detail: Option<String>,
+    actor: Option<&'a str>,
+    /// Events only: the envelope's message id, recorded once.
+    message_id: Option<String>,
 }
 
-impl Change<'_> {
-    /// Move the run and append the audit row (noting the event that caused it).
-    async fn write(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        cause: Option<&RunEvent>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE runs SET state = $1, reason = COALESCE($2, reason), updated_at = $3 \
-             WHERE id = $4",
-        )
-        .bind(self.to.as_str())
-        .bind(self.reason)
-        .bind(self.at)
-        .bind(self.run_id)
-        .execute(&mut **tx)
-        .await?;
-        insert_transition(
-            tx,
-            self.run_id,
-            self.at,
-            self.to,
-            self.actor,
-            self.reason,
+impl<'a> NewHistory<'a> {
+    fn event(run_id: &'a str, event: &'a RunEvent, message_id: String) -> Self {
+        NewHistory {
+            run_id,
+            kind: HistoryKind::Event,
+            state: None,
+            cause: Some(event),
+            detail: event.detail.clone(),
+            actor: None,
+            message_id: Some(message_id),
+        }
+    }
+
+    fn transition(
+        run_id: &'a str,
+        to: RunState,
+        actor: &'a str,
+        detail: Option<&str>,
+        cause: Option<&'a RunEvent>,
+    ) -> Self {
+        NewHistory {
+            run_id,
+            kind: HistoryKind::Transition,
+            state: Some(to),
             cause,
-        )
-        .await
+            detail: detail.map(str::to_owned),
+            actor: Some(actor),
+            message_id: None,
+        }
     }
 }
 
-/// Append a state transition to a run's history.
-async fn insert_transition(
+/// Append rows to the history in the given order (ids ascend with it), in
+/// as few statements as the parameter limit allows.
+async fn insert_history(
     tx: &mut Transaction<'static, Any>,
-    run_id: &str,
     at: i64,
-    to: RunState,
-    actor: &str,
-    detail: Option<&str>,
-    cause: Option<&RunEvent>,
+    rows: &[NewHistory<'_>],
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO run_history \
-           (run_id, at, kind, state, step, status, service, instance, detail, actor) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(run_id)
-    .bind(at)
-    .bind(HistoryKind::Transition.as_str())
-    .bind(to.as_str())
-    .bind(cause.and_then(|e| e.step).map(name_of))
-    .bind(cause.map(|e| name_of(e.status)))
-    .bind(cause.map(|e| e.service.clone()))
-    .bind(cause.and_then(|e| e.instance.clone()))
-    .bind(detail)
-    .bind(actor)
-    .execute(&mut **tx)
-    .await?;
+    for chunk in rows.chunks(HISTORY_CHUNK) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|row| {
+                let first = row * HISTORY_COLUMNS;
+                let params: Vec<String> = (1..=HISTORY_COLUMNS)
+                    .map(|column| format!("${}", first + column))
+                    .collect();
+                format!("({})", params.join(", "))
+            })
+            .collect();
+        // Only numbered placeholders are spliced in; the values are bound.
+        let sql = format!(
+            "INSERT INTO run_history \
+               (run_id, at, kind, state, step, status, service, instance, detail, actor, message_id) \
+             VALUES {} ON CONFLICT (message_id) DO NOTHING",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for row in chunk {
+            query = query
+                .bind(row.run_id)
+                .bind(at)
+                .bind(row.kind.as_str())
+                .bind(row.state.map(RunState::as_str))
+                .bind(row.cause.and_then(|e| e.step).map(name_of))
+                .bind(row.cause.map(|e| name_of(e.status)))
+                .bind(row.cause.map(|e| e.service.as_str()))
+                .bind(row.cause.and_then(|e| e.instance.as_deref()))
+                .bind(row.detail.as_deref())
+                .bind(row.actor)
+                .bind(row.message_id.as_deref());
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Which of `message_ids` the history already holds.
+async fn recorded_message_ids(
+    tx: &mut Transaction<'static, Any>,
+    message_ids: &[String],
+) -> Result<HashSet<String>, StoreError> {
+    let mut recorded = HashSet::new();
+    for chunk in message_ids.chunks(MARK_CHUNK) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        // Only numbered placeholders are spliced in; the ids are bound.
+        let sql = format!(
+            "SELECT message_id FROM run_history WHERE message_id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id);
+        }
+        recorded.extend(query.fetch_all(&mut **tx).await?);
+    }
+    Ok(recorded)
+}
+
+/// Move locked runs to new states (id, state, reason), keeping an earlier
+/// reason unless there is a new one: one statement per chunk of runs.
+async fn update_runs(
+    tx: &mut Transaction<'static, Any>,
+    at: i64,
+    moves: &[(&str, RunState, Option<&str>)],
+) -> Result<(), StoreError> {
+    for chunk in moves.chunks(MARK_CHUNK) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|row| {
+                let first = 2 + row * 3;
+                format!("(${first}, ${}, ${})", first + 1, first + 2)
+            })
+            .collect();
+        // Only numbered placeholders are spliced in; the values are bound.
+        // Both databases name the columns of a bare VALUES list column1...
+        let sql = format!(
+            "UPDATE runs SET state = v.column2, reason = COALESCE(v.column3, runs.reason), \
+             updated_at = $1 FROM (VALUES {}) AS v WHERE runs.id = v.column1",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(at);
+        for (id, state, reason) in chunk {
+            query = query.bind(*id).bind(state.as_str()).bind(*reason);
+        }
+        query.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 

@@ -75,6 +75,10 @@ on_both_backends!(
     unknown_run_and_wrong_kind_are_refused,
     list_runs_newest_first,
     reconnecting_reapplies_no_migration_and_keeps_data,
+    a_batch_of_several_runs_records_every_transition_in_order,
+    duplicates_within_and_across_batches_are_recorded_once,
+    a_batch_with_a_command_writes_nothing,
+    concurrent_batches_from_two_replicas_never_double_transition,
 );
 
 fn deployment() -> Deployment {
@@ -656,6 +660,238 @@ async fn reconnecting_reapplies_no_migration_and_keeps_data(fx: &Fixture) {
     ));
     assert_eq!(third.apply_event(&ev).await.unwrap(), Applied::Duplicate);
     assert_eq!(state_of(&fx.store, run).await, RunState::Exporting);
+}
+
+async fn a_batch_of_several_runs_records_every_transition_in_order(fx: &Fixture) {
+    let store = &fx.store;
+    let (a, _) = start_run(store).await;
+    let (b, _) = start_run(store).await;
+    let (failing, _) = start_run(store).await;
+    let stranger = Uuid::now_v7();
+    // The runs' events interleaved, as they arrive on the event queue.
+    let mut batch = vec![];
+    for (ea, eb) in happy_events(a).into_iter().zip(happy_events(b)) {
+        batch.push(ea);
+        batch.push(eb);
+    }
+    batch.insert(
+        3,
+        event(failing, Some(Step::Export), StepStatus::Started, None),
+    );
+    batch.insert(
+        7,
+        event(
+            failing,
+            Some(Step::Export),
+            StepStatus::Failed,
+            Some("boom"),
+        ),
+    );
+    batch.insert(
+        9,
+        event(stranger, Some(Step::Export), StepStatus::Started, None),
+    );
+    batch.push(event(
+        failing,
+        Some(Step::Validate),
+        StepStatus::Started,
+        None,
+    ));
+    let applied = store.apply_events(&batch).await.unwrap();
+    assert_eq!(applied.len(), batch.len());
+
+    use RunState::*;
+    let t = |from, to| Applied::Transitioned { from, to };
+    let of = |run: Uuid| -> Vec<Applied> {
+        batch
+            .iter()
+            .zip(&applied)
+            .filter(|(e, _)| e.run_id == run)
+            .map(|(_, a)| *a)
+            .collect()
+    };
+    let happy = [
+        t(Requested, Exporting),
+        t(Exporting, Validating),
+        Applied::Recorded,
+        t(Validating, Importing),
+        Applied::Recorded,
+        t(Importing, Succeeded),
+    ];
+    assert_eq!(of(a), happy);
+    assert_eq!(of(b), happy);
+    assert_eq!(
+        of(failing),
+        [
+            t(Requested, Exporting),
+            t(Exporting, Failed),
+            Applied::Recorded
+        ]
+    );
+    assert_eq!(of(stranger), [Applied::UnknownRun]);
+    for run in [a, b] {
+        assert_eq!(
+            transitions(store, run).await,
+            [Requested, Exporting, Validating, Importing, Succeeded]
+        );
+        let history = store.run_history(run).await.unwrap();
+        assert_eq!(
+            history
+                .iter()
+                .filter(|h| h.kind == HistoryKind::Event)
+                .count(),
+            6
+        );
+        let done = store.get_run(run).await.unwrap().unwrap();
+        assert_eq!((done.state, done.reason), (Succeeded, None));
+    }
+    assert_eq!(
+        transitions(store, failing).await,
+        [Requested, Exporting, Failed]
+    );
+    let failed = store.get_run(failing).await.unwrap().unwrap();
+    assert_eq!(
+        (failed.state, failed.reason.as_deref()),
+        (Failed, Some("boom"))
+    );
+    assert!(store.run_history(stranger).await.unwrap().is_empty());
+    assert!(store.apply_events(&[]).await.unwrap().is_empty());
+}
+
+async fn duplicates_within_and_across_batches_are_recorded_once(fx: &Fixture) {
+    let store = &fx.store;
+    let (run, _) = start_run(store).await;
+    let events = happy_events(run);
+    let mut redelivered = events[0].clone();
+    redelivered.attempt = 2;
+    let first = [
+        events[0].clone(),
+        events[1].clone(),
+        redelivered,
+        events[1].clone(),
+    ];
+    let applied = store.apply_events(&first).await.unwrap();
+    use RunState::*;
+    assert_eq!(
+        applied,
+        [
+            Applied::Transitioned {
+                from: Requested,
+                to: Exporting
+            },
+            Applied::Transitioned {
+                from: Exporting,
+                to: Validating
+            },
+            Applied::Duplicate,
+            Applied::Duplicate,
+        ]
+    );
+    // The next batch repeats the first two events, then goes on.
+    let applied = store.apply_events(&events).await.unwrap();
+    assert_eq!(
+        applied,
+        [
+            Applied::Duplicate,
+            Applied::Duplicate,
+            Applied::Recorded,
+            Applied::Transitioned {
+                from: Validating,
+                to: Importing
+            },
+            Applied::Recorded,
+            Applied::Transitioned {
+                from: Importing,
+                to: Succeeded
+            },
+        ]
+    );
+    assert_eq!(
+        store.apply_events(&events).await.unwrap(),
+        [Applied::Duplicate; 6]
+    );
+    assert_eq!(
+        store.apply_event(&events[5]).await.unwrap(),
+        Applied::Duplicate
+    );
+    let history = store.run_history(run).await.unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .filter(|h| h.kind == HistoryKind::Event)
+            .count(),
+        6
+    );
+    assert_eq!(
+        transitions(store, run).await,
+        [Requested, Exporting, Validating, Importing, Succeeded]
+    );
+}
+
+async fn a_batch_with_a_command_writes_nothing(fx: &Fixture) {
+    let store = &fx.store;
+    let (run, command) = start_run(store).await;
+    let events = happy_events(run);
+    let err = store
+        .apply_events(&[events[0].clone(), command, events[1].clone()])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotAnEvent { kind: "export" }),
+        "{err}"
+    );
+    assert_eq!(transitions(store, run).await, [RunState::Requested]);
+    assert_eq!(store.run_history(run).await.unwrap().len(), 1);
+}
+
+async fn concurrent_batches_from_two_replicas_never_double_transition(fx: &Fixture) {
+    const RUNS: usize = 6;
+    const BATCHES: usize = 8;
+    let replicas = [fx.store.clone(), fx.replica().await];
+    let mut runs = vec![];
+    let mut all = vec![];
+    for _ in 0..RUNS {
+        let (run, _) = start_run(&fx.store).await;
+        runs.push(run);
+        all.extend(happy_events(run));
+    }
+    // Each batch holds every event, rotated, so batches overlap in runs and
+    // messages and lock the same rows in different arrival orders.
+    let mut tasks = vec![];
+    for i in 0..BATCHES {
+        let store = replicas[i % 2].clone();
+        let mut batch = all.clone();
+        batch.rotate_left(i * 5 % all.len());
+        if i % 3 == 0 {
+            batch.reverse();
+        }
+        tasks.push(tokio::spawn(
+            async move { store.apply_events(&batch).await },
+        ));
+    }
+    let mut applied = vec![];
+    for task in futures::future::join_all(tasks).await {
+        applied.extend(task.unwrap().unwrap());
+    }
+    let fresh = applied.iter().filter(|a| **a != Applied::Duplicate).count();
+    assert_eq!(fresh, RUNS * 6, "each event is recorded exactly once");
+    for run in runs {
+        assert_eq!(state_of(&fx.store, run).await, RunState::Succeeded);
+        let moves = transitions(&fx.store, run).await;
+        assert!(
+            moves.windows(2).all(|w| w[0].rank() < w[1].rank()),
+            "{moves:?}"
+        );
+        assert_eq!(moves.last(), Some(&RunState::Succeeded), "{moves:?}");
+        let history = fx.store.run_history(run).await.unwrap();
+        assert_eq!(
+            history
+                .iter()
+                .filter(|h| h.kind == HistoryKind::Event)
+                .count(),
+            6
+        );
+    }
 }
 
 #[tokio::test]

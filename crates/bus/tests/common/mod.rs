@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use slipway_bus::{
-    Bus, BusConfig, CancellationToken, FnHandler, Handler, HandlerError, QueueName, Transport,
+    BatchHandler, Bus, BusConfig, CancellationToken, FnHandler, Handler, HandlerError, QueueName,
+    Transport,
 };
 use slipway_messages::{Deployment, Envelope, ExportCommand, Message, PlaceholderWork, RunEvent};
 use slipway_testkit::rabbit::{RabbitVhost, fresh_vhost};
@@ -139,6 +140,100 @@ pub fn spawn_consumer<H: Handler>(
     let token = shutdown.clone();
     let task = tokio::spawn(async move { bus.consume(queue, handler, token).await });
     (shutdown, task)
+}
+
+/// Starts consuming in batches in the background; cancel the token to stop it.
+pub fn spawn_batch_consumer<H: BatchHandler>(
+    bus: &Bus,
+    queue: QueueName,
+    handler: H,
+    max_batch: usize,
+) -> (
+    CancellationToken,
+    JoinHandle<Result<(), slipway_bus::BusError>>,
+) {
+    let shutdown = CancellationToken::new();
+    let bus = bus.clone();
+    let token = shutdown.clone();
+    let task =
+        tokio::spawn(async move { bus.consume_batches(queue, handler, max_batch, token).await });
+    (shutdown, task)
+}
+
+/// A batch handler that sends every batch it sees and answers with `outcome`
+/// (called with the batch and how many batches came before it); it refuses
+/// (permanently) the envelopes `refuse` names.
+pub struct RecordingBatches<F, R> {
+    outcome: F,
+    refuse: R,
+    calls: std::sync::atomic::AtomicUsize,
+    seen: mpsc::UnboundedSender<Vec<Envelope>>,
+    pause: Duration,
+}
+
+impl<F, R> RecordingBatches<F, R> {
+    /// Makes each batch take `pause`, so the queue fills up meanwhile.
+    pub fn with_pause(mut self, pause: Duration) -> Self {
+        self.pause = pause;
+        self
+    }
+}
+
+/// Admits every envelope.
+pub type AdmitAll = fn(&Envelope) -> bool;
+
+/// The batches a [`RecordingBatches`] saw, in order.
+pub type SeenBatches = mpsc::UnboundedReceiver<Vec<Envelope>>;
+
+pub fn recording_batches<F>(outcome: F) -> (RecordingBatches<F, AdmitAll>, SeenBatches)
+where
+    F: Fn(&[Envelope], usize) -> Result<(), HandlerError> + Send + Sync + 'static,
+{
+    recording_batches_refusing(outcome, |_| false)
+}
+
+pub fn recording_batches_refusing<F, R>(
+    outcome: F,
+    refuse: R,
+) -> (
+    RecordingBatches<F, R>,
+    mpsc::UnboundedReceiver<Vec<Envelope>>,
+)
+where
+    F: Fn(&[Envelope], usize) -> Result<(), HandlerError> + Send + Sync + 'static,
+    R: Fn(&Envelope) -> bool + Send + Sync + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handler = RecordingBatches {
+        outcome,
+        refuse,
+        calls: Default::default(),
+        seen: tx,
+        pause: Duration::ZERO,
+    };
+    (handler, rx)
+}
+
+#[async_trait::async_trait]
+impl<F, R> BatchHandler for RecordingBatches<F, R>
+where
+    F: Fn(&[Envelope], usize) -> Result<(), HandlerError> + Send + Sync + 'static,
+    R: Fn(&Envelope) -> bool + Send + Sync + 'static,
+{
+    fn admit(&self, envelope: &Envelope) -> Result<(), HandlerError> {
+        if (self.refuse)(envelope) {
+            return Err(HandlerError::Permanent("refused by admit".into()));
+        }
+        Ok(())
+    }
+
+    async fn handle_batch(&self, batch: Vec<Envelope>) -> Result<(), HandlerError> {
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let result = (self.outcome)(&batch, call);
+        tokio::time::sleep(self.pause).await;
+        self.seen.send(batch).unwrap();
+        result
+    }
 }
 
 /// A handler that records every envelope it sees and answers with `outcome`.
