@@ -60,23 +60,49 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     let store = slipway_store::Store::connect(&config.database.url)
         .await
         .with_context(|| format!("cannot open the database {}", config.database.url))?;
-    let bus = Bus::connect(&config.bus).await.context("cannot start the bus")?;
+    let bus = Bus::connect(&config.bus)
+        .await
+        .context("cannot start the bus")?;
     let mut sim_config = match &args.envsim_config {
         Some(path) => slipway_envsim::Config::from_file(path)?,
         None => slipway_envsim::Config::from_toml(DEMO_ENVSIM)?,
     };
     sim_config.listen = Some(args.envsim_listen);
-    let envs: Vec<String> = sim_config.environments.iter().map(|e| e.name.clone()).collect();
+    let envs: Vec<String> = sim_config
+        .environments
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
     let sim = slipway_envsim::EnvSim::start(sim_config)
         .await
-        .with_context(|| format!("cannot start the environment simulator on {}", args.envsim_listen))?;
-    let sim_urls: Vec<String> = envs.iter().map(|e| format!("  {e}: {}", sim.env_url(e))).collect();
+        .with_context(|| {
+            format!(
+                "cannot start the environment simulator on {}",
+                args.envsim_listen
+            )
+        })?;
+    let sim_urls: Vec<String> = envs
+        .iter()
+        .map(|e| format!("  {e}: {}", sim.env_url(e)))
+        .collect();
 
     use slipway_service::worker::serve as worker;
     let workers = [
-        tokio::spawn(worker(bus.clone(), slipway_exporter::ExporterStep, shutdown.clone())),
-        tokio::spawn(worker(bus.clone(), slipway_validator::ValidatorStep, shutdown.clone())),
-        tokio::spawn(worker(bus.clone(), slipway_importer::ImporterStep, shutdown.clone())),
+        tokio::spawn(worker(
+            bus.clone(),
+            slipway_exporter::ExporterStep,
+            shutdown.clone(),
+        )),
+        tokio::spawn(worker(
+            bus.clone(),
+            slipway_validator::ValidatorStep,
+            shutdown.clone(),
+        )),
+        tokio::spawn(worker(
+            bus.clone(),
+            slipway_importer::ImporterStep,
+            shutdown.clone(),
+        )),
     ];
     let database = config.database.url.clone();
     let gateway = slipway_gateway::run(&config, store, bus, shutdown.clone(), move |addr| {

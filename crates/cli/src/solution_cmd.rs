@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
-use slipway_solution::diff::{SolutionDiff, diff};
-use slipway_solution::{DependencyEnd, Limits, Solution, settings};
+use slipway_solution::diff::{SolutionDiff, diff, diff_installed};
+use slipway_solution::{
+    ComponentKey, ComponentType, DependencyEnd, Limits, Solution, SolutionError, settings,
+};
 
 /// `slipway solution ...`
 #[derive(Debug, Subcommand)]
@@ -24,7 +26,9 @@ pub enum SolutionCommand {
     /// Show what changes from OLD to NEW: components added, removed and
     /// changed, connection references and environment variables added or removed.
     Diff {
-        /// The solution zip before.
+        /// The solution zip before, or a `.json` file listing the components
+        /// installed in an environment: an array of `"type:name"` strings or
+        /// `{"component_type": 1, "name": "cts_order"}` objects.
         old: PathBuf,
         /// The solution zip after.
         new: PathBuf,
@@ -66,28 +70,45 @@ pub fn run_settings(cmd: SettingsCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Adds the path to reader errors; an unopenable file already names it.
+fn with_path(path: &Path, r: Result<Solution, SolutionError>) -> anyhow::Result<Solution> {
+    r.map_err(|e| match e {
+        SolutionError::Io { .. } => anyhow::Error::new(e),
+        e => anyhow::Error::new(e).context(format!("cannot read solution {}", path.display())),
+    })
+}
+
 /// Reads every entry (digests included): what diffs need.
 fn open(path: &Path) -> anyhow::Result<Solution> {
-    Solution::open(path, &Limits::default())
-        .with_context(|| format!("cannot read solution {}", path.display()))
+    with_path(path, Solution::open(path, &Limits::default()))
 }
 
 /// Reads only the entries facts come from: enough for a summary or settings.
 fn open_facts(path: &Path) -> anyhow::Result<Solution> {
-    Solution::open_facts(path, &Limits::default())
-        .with_context(|| format!("cannot read solution {}", path.display()))
+    with_path(path, Solution::open_facts(path, &Limits::default()))
 }
 
 /// Prints the summary of one solution zip (text, or JSON with `json`).
 pub fn run_inspect(path: &Path, json: bool) -> anyhow::Result<()> {
-    println!("{}", inspect_output(path, json)?);
-    Ok(())
+    print_out(&inspect_output(path, json)?)
 }
 
 /// Prints what changes between two solution zips.
 pub fn run_diff(old: &Path, new: &Path, json: bool) -> anyhow::Result<()> {
-    println!("{}", diff_output(old, new, json)?);
-    Ok(())
+    print_out(&diff_output(old, new, json)?)
+}
+
+/// Prints `text` and a newline; a closed pipe (`| head`) ends output quietly
+/// instead of panicking like `println!`.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to standard output")
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Writes the deployment settings of a solution zip to `out`, or stdout.
@@ -96,7 +117,7 @@ pub fn run_settings_create(zip: &Path, out: Option<&Path>) -> anyhow::Result<()>
     match out {
         Some(path) => std::fs::write(path, text + "\n")
             .with_context(|| format!("cannot write settings file {}", path.display()))?,
-        None => println!("{text}"),
+        None => print_out(&text)?,
     }
     Ok(())
 }
@@ -122,13 +143,52 @@ fn inspect_output(path: &Path, json: bool) -> anyhow::Result<String> {
     Ok(summary(&s))
 }
 
+/// `Entity (1)`, `Workflow (29)`, `CustomAPI`, or the bare code when unknown.
+fn type_label(t: &ComponentType) -> String {
+    match (t, t.label()) {
+        (ComponentType::Code(c), Some(l)) => format!("{l} ({c})"),
+        (_, Some(l)) => l.to_owned(),
+        (t, None) => t.to_string(),
+    }
+}
+
+/// One end of a missing dependency: type, name, display name, solution.
 fn end(e: &DependencyEnd) -> String {
-    let name = e.schema_name.as_deref().or(e.id.as_deref()).unwrap_or("?");
-    let mut s = format!("{} {name}", e.component_type);
-    if let Some(sol) = &e.solution {
-        let _ = write!(s, " [{sol}]");
+    let name = e
+        .schema_name
+        .as_deref()
+        .or(e.id.as_deref())
+        .or(e.display_name.as_deref())
+        .unwrap_or("(unnamed)");
+    let mut s = format!("{} {name}", type_label(&e.component_type));
+    if let Some(d) = e.display_name.as_deref().filter(|d| *d != name) {
+        let _ = write!(s, " \"{d}\"");
+    }
+    if let Some(p) = &e.parent_display_name {
+        let _ = write!(s, " on {p}");
+    }
+    match (&e.solution, &e.package) {
+        (Some(sol), Some(pkg)) if pkg != sol => {
+            let _ = write!(s, " from solution {sol}, package {pkg}");
+        }
+        (Some(sol), _) => {
+            let _ = write!(s, " from solution {sol}");
+        }
+        (None, Some(pkg)) => {
+            let _ = write!(s, " from package {pkg}");
+        }
+        (None, None) => {}
     }
     s
+}
+
+/// A value for display: quoted, and shortened past 80 characters.
+fn shown(v: &str) -> String {
+    const MAX: usize = 80;
+    match v.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{:?}... ({} chars)", &v[..i], v.chars().count()),
+        None => format!("{v:?}"),
+    }
 }
 
 /// The readable summary of a solution.
@@ -155,10 +215,34 @@ fn summary(s: &Solution) -> String {
         "Publisher    {} (prefix {})",
         s.publisher.unique_name, s.publisher.customization_prefix
     );
+    let files = |k: Option<ComponentKey>| {
+        k.and_then(|k| s.components.iter().find(|c| c.key == k))
+            .map_or(&[][..], |c| c.files.as_slice())
+    };
     let _ = writeln!(o, "\nRoot components ({}):", s.root_components.len());
     for r in &s.root_components {
-        let name = r.schema_name.as_deref().or(r.id.as_deref()).unwrap_or("?");
-        let _ = writeln!(o, "  {:<8} {name}", r.component_type.to_string());
+        let name = match (&r.schema_name, &r.id) {
+            (Some(n), Some(id)) => format!("{n} {{{id}}}"),
+            (Some(n), None) => n.clone(),
+            (None, Some(id)) => format!("{{{id}}}"),
+            (None, None) => "(unnamed)".to_owned(),
+        };
+        let mut line = format!("  {:<36} {name}", type_label(&r.component_type));
+        match r.behavior {
+            Some(1) => line.push_str("  (without subcomponents)"),
+            Some(2) => line.push_str("  (shell only)"),
+            _ => {}
+        }
+        match files(r.key()) {
+            [] => {}
+            [one] => {
+                let _ = write!(line, "  file {one}");
+            }
+            many => {
+                let _ = write!(line, "  {} files", many.len());
+            }
+        }
+        let _ = writeln!(o, "{line}");
     }
     let _ = writeln!(
         o,
@@ -166,12 +250,8 @@ fn summary(s: &Solution) -> String {
         s.missing_dependencies.len()
     );
     for m in &s.missing_dependencies {
-        let _ = writeln!(
-            o,
-            "  {}  needed by  {}",
-            end(&m.required),
-            end(&m.dependent)
-        );
+        let _ = writeln!(o, "  requires {}", end(&m.required));
+        let _ = writeln!(o, "      for {}", end(&m.dependent));
     }
     let _ = writeln!(
         o,
@@ -179,7 +259,13 @@ fn summary(s: &Solution) -> String {
         s.connection_references.len()
     );
     for c in &s.connection_references {
-        let _ = writeln!(o, "  {}  ->  {}", c.logical_name, c.connector_id);
+        let display = c
+            .display_name
+            .as_deref()
+            .filter(|d| *d != c.logical_name)
+            .map(|d| format!(" \"{d}\""))
+            .unwrap_or_default();
+        let _ = writeln!(o, "  {}{display}  ->  {}", c.logical_name, c.connector_id);
     }
     let _ = writeln!(
         o,
@@ -187,31 +273,103 @@ fn summary(s: &Solution) -> String {
         s.environment_variables.len()
     );
     for e in &s.environment_variables {
-        let mut line = format!("  {}  {}", e.schema_name, e.kind);
+        let display = e
+            .display_name
+            .as_deref()
+            .filter(|d| *d != e.schema_name)
+            .map(|d| format!(" \"{d}\""))
+            .unwrap_or_default();
+        let mut line = format!("  {}{display}  {}", e.schema_name, e.kind);
         if e.required {
             line.push_str("  required");
         }
         if let Some(d) = &e.default_value {
-            let _ = write!(line, "  default={d:?}");
+            let _ = write!(line, "  default={}", shown(d));
         }
         if let Some(c) = &e.current_value {
-            let _ = write!(line, "  current={c:?}");
+            let _ = write!(line, "  current={}", shown(c));
+        }
+        if let Some(api) = &e.api_id {
+            let _ = write!(line, "  api={api}");
+        }
+        if let Some(k) = &e.parameter_key {
+            let _ = write!(line, "  parameter={k}");
+        }
+        if let Some(p) = &e.parent {
+            let _ = write!(line, "  parent={p}");
         }
         let _ = writeln!(o, "{line}");
     }
-    let _ = writeln!(
-        o,
-        "\nComponents with files ({}):",
-        s.components.iter().filter(|c| !c.files.is_empty()).count()
-    );
-    for c in s.components.iter().filter(|c| !c.files.is_empty()) {
-        let _ = writeln!(o, "  {}  ({} files)", c.key, c.files.len());
+    let other: Vec<_> = s
+        .components
+        .iter()
+        .filter(|c| !c.files.is_empty())
+        .filter(|c| {
+            !s.root_components
+                .iter()
+                .any(|r| r.key().as_ref() == Some(&c.key))
+        })
+        .collect();
+    if !other.is_empty() {
+        let _ = writeln!(o, "\nOther components with files ({}):", other.len());
+        for c in other {
+            let files = match c.files.as_slice() {
+                [one] => format!("file {one}"),
+                many => format!("{} files", many.len()),
+            };
+            let _ = writeln!(
+                o,
+                "  {:<36} {}  {files}",
+                type_label(&c.key.component_type),
+                c.key.name
+            );
+        }
     }
     o.trim_end().to_owned()
 }
 
+/// Reads a list of installed components: `["1:cts_order", ...]` or
+/// `[{"component_type": 1, "name": "cts_order"}, ...]`.
+fn installed_components(path: &Path) -> anyhow::Result<Vec<ComponentKey>> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Item {
+        Text(String),
+        Key(ComponentKey),
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let items: Vec<Item> = serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "{} is not a list of installed components; expected [\"1:cts_order\", ...] or [{{\"component_type\": 1, \"name\": \"cts_order\"}}, ...]",
+            path.display()
+        )
+    })?;
+    items
+        .into_iter()
+        .map(|i| match i {
+            Item::Key(k) => Ok(ComponentKey::new(k.component_type, &k.name)),
+            Item::Text(t) => match t.split_once(':') {
+                Some((ty, name)) if !ty.trim().is_empty() && !name.trim().is_empty() => {
+                    Ok(ComponentKey::new(ComponentType::parse(ty), name))
+                }
+                _ => anyhow::bail!(
+                    "installed component {t:?} in {} is not \"type:name\" (e.g. \"1:cts_order\")",
+                    path.display()
+                ),
+            },
+        })
+        .collect()
+}
+
 fn diff_output(old: &Path, new: &Path, json: bool) -> anyhow::Result<String> {
-    let d = diff(&open(old)?, &open(new)?);
+    let is_json = old
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let d = if is_json {
+        diff_installed(&installed_components(old)?, &open(new)?)
+    } else {
+        diff(&open(old)?, &open(new)?)
+    };
     if json {
         return Ok(serde_json::to_string_pretty(&d)?);
     }
@@ -220,8 +378,25 @@ fn diff_output(old: &Path, new: &Path, json: bool) -> anyhow::Result<String> {
 
 fn diff_text(d: &SolutionDiff) -> String {
     let mut o = String::new();
-    if let (Some(a), Some(b)) = (&d.old_version, &d.new_version) {
-        let _ = writeln!(o, "Version: {a} -> {b}");
+    if let (Some(a), Some(b)) = (&d.old_unique_name, &d.new_unique_name)
+        && !a.eq_ignore_ascii_case(b)
+    {
+        let _ = writeln!(o, "Note: these are different solutions: {a} -> {b}");
+    }
+    match (&d.old_version, &d.new_version) {
+        (Some(a), Some(b)) if b < a => {
+            let _ = writeln!(
+                o,
+                "Version: {a} -> {b} (lower: Dataverse refuses to import a lower version over a higher one)"
+            );
+        }
+        (Some(a), Some(b)) => {
+            let _ = writeln!(o, "Version: {a} -> {b}");
+        }
+        (None, Some(b)) => {
+            let _ = writeln!(o, "Version: {b} (against installed components)");
+        }
+        _ => {}
     }
     if d.is_empty() {
         o.push_str("No component, connection reference or environment variable changes");
@@ -235,8 +410,10 @@ fn diff_text(d: &SolutionDiff) -> String {
             }
         }
     };
-    let keys = |v: &[slipway_solution::ComponentKey]| {
-        v.iter().map(ToString::to_string).collect::<Vec<_>>()
+    let keys = |v: &[ComponentKey]| {
+        v.iter()
+            .map(|k| format!("{:<36} {}", type_label(&k.component_type), k.name))
+            .collect::<Vec<_>>()
     };
     section("Components added", keys(&d.components_added));
     section("Components removed", keys(&d.components_removed));
@@ -280,7 +457,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use slipway_testkit::solution_zip::SolutionZip;
+    use slipway_testkit::solution_zip::{DepEnd, SolutionZip};
 
     fn write(dir: &Path, name: &str, zip: Vec<u8>) -> PathBuf {
         let p = dir.join(name);
@@ -325,17 +502,85 @@ mod tests {
     #[test]
     fn inspect_text_names_the_solution_and_its_parts() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write(dir.path(), "s.zip", sample("1.0.0.1", "{}"));
+        let zip = SolutionZip::new("Orders", "1.0.0.1")
+            .publisher("contoso", "cts")
+            .root_component(1, "cts_order")
+            .connection_reference_named(
+                "cts_sp",
+                "SharePoint",
+                "/providers/Microsoft.PowerApps/apis/shared_sharepointonline",
+            )
+            .env_var(
+                "cts_Url",
+                100000000,
+                Some("https://a"),
+                Some("https://prod"),
+            )
+            .data_source_env_var(
+                "cts_List",
+                "/providers/microsoft.powerapps/apis/shared_sharepointonline",
+                "table",
+                Some("cts_Site"),
+            )
+            .missing_dependency(
+                DepEnd::new("61", "msdyn_/icon.png").solution("AppModuleWebResources (2.5)"),
+                DepEnd::new("80", "cts_app").display_name("Orders App"),
+            )
+            .flow("Sync", "6b53c887-0d6a-4c7e-9e2b-1f1b2e3c4d5e", "{}")
+            .build();
+        let p = write(dir.path(), "s.zip", zip);
         let text = inspect_output(&p, false).unwrap();
-        assert!(text.contains("Solution     Orders"), "{text}");
-        assert!(text.contains("1.0.0.1  unmanaged"), "{text}");
+        for want in [
+            "Solution     Orders",
+            "1.0.0.1  unmanaged",
+            "Entity (1)                           cts_order",
+            "file Workflows/Sync-6B53C887-0D6A-4C7E-9E2B-1F1B2E3C4D5E.json",
+            "requires WebResource (61) msdyn_/icon.png from solution AppModuleWebResources (2.5)\n      for AppModule (80) cts_app \"Orders App\"",
+            "cts_sp \"SharePoint\"  ->  /providers/Microsoft.PowerApps/apis/shared_sharepointonline",
+            "cts_Url  string  default=\"https://a\"  current=\"https://prod\"",
+            "cts_List  data_source  api=/providers/microsoft.powerapps/apis/shared_sharepointonline  parameter=table  parent=cts_Site",
+        ] {
+            assert!(text.contains(want), "{want:?} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn diff_against_installed_components_from_a_json_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = write(dir.path(), "new.zip", sample("1.0.0.2", "{}"));
+        let installed = dir.path().join("installed.json");
+        std::fs::write(
+            &installed,
+            r#"["1:cts_order", {"component_type": 1, "name": "cts_Gone"}]"#,
+        )
+        .unwrap();
+        let text = diff_output(&installed, &new, false).unwrap();
+        assert!(
+            text.contains("Version: 1.0.0.2 (against installed components)"),
+            "{text}"
+        );
         assert!(
             text.contains(
-                "cts_sp  ->  /providers/Microsoft.PowerApps/apis/shared_sharepointonline"
+                "Components removed (1):\n  Entity (1)                           cts_gone"
             ),
             "{text}"
         );
-        assert!(text.contains("cts_Url  string"), "{text}");
+        assert!(!text.contains("cts_order"), "{text}");
+        std::fs::write(&installed, r#"["cts_order"]"#).unwrap();
+        let err = format!("{:#}", diff_output(&installed, &new, false).unwrap_err());
+        assert!(err.contains("is not \"type:name\""), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_one_line_naming_it_once() {
+        let err = format!(
+            "{:#}",
+            inspect_output(Path::new("/no/such.zip"), false).unwrap_err()
+        );
+        assert_eq!(
+            err,
+            "cannot open /no/such.zip: No such file or directory (os error 2)"
+        );
     }
 
     #[test]
@@ -361,7 +606,9 @@ mod tests {
         let text = diff_output(&old, &new, false).unwrap();
         assert!(text.contains("Version: 1.0.0.1 -> 1.0.0.2"), "{text}");
         assert!(
-            text.contains("Components changed (1):\n  29:6b53c887-0d6a-4c7e-9e2b-1f1b2e3c4d5e"),
+            text.contains(
+                "Components changed (1):\n  Workflow (29)                        6b53c887-0d6a-4c7e-9e2b-1f1b2e3c4d5e"
+            ),
             "{text}"
         );
         let v: serde_json::Value =
@@ -374,6 +621,18 @@ mod tests {
             diff_output(&old, &old, false)
                 .unwrap()
                 .contains("No component")
+        );
+        let back = diff_output(&new, &old, false).unwrap();
+        assert!(back.contains("1.0.0.2 -> 1.0.0.1 (lower:"), "{back}");
+        let other = write(
+            dir.path(),
+            "other.zip",
+            SolutionZip::new("Invoices", "1.0").build(),
+        );
+        let text = diff_output(&old, &other, false).unwrap();
+        assert!(
+            text.contains("different solutions: Orders -> Invoices"),
+            "{text}"
         );
     }
 

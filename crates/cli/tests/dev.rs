@@ -12,7 +12,13 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 async fn slipway_dev_deploys_and_serves_simulated_environments() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--envsim-listen", "127.0.0.1:0"])
+        .args([
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--envsim-listen",
+            "127.0.0.1:0",
+        ])
         .current_dir(dir.path())
         .env_remove("SLIPWAY_CONFIG")
         .stdout(Stdio::piped())
@@ -78,8 +84,20 @@ async fn slipway_dev_deploys_and_serves_simulated_environments() {
     assert!(who["UserId"].is_string(), "{who}");
 
     let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.unwrap().unwrap();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "slipway dev exited with {status}");
-    assert!(dir.path().join("slipway.sqlite").exists(), "the embedded database is a file");
+    assert!(
+        dir.path().join("slipway.sqlite").exists(),
+        "the embedded database is a file"
+    );
 }

@@ -28,7 +28,11 @@ impl Step for ExporterStep {
                 envelope.message.kind()
             )));
         };
-        let version = cmd.deployment.version.clone().unwrap_or_else(|| "1.0.0.0".into());
+        let version = cmd
+            .deployment
+            .version
+            .clone()
+            .unwrap_or_else(|| "1.0.0.0".into());
         // Placeholder identity: the real exporter stores the files and
         // names them by their sha256.
         let placeholder = format!("placeholder:{}:{version}", cmd.deployment.solution_name);

@@ -3,5 +3,10 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    slipway_service::worker::main("slipway-exporter", "Exports a solution from its source environment and stores the artifact", slipway_exporter::ExporterStep).await
+    slipway_service::worker::main(
+        "slipway-exporter",
+        "Exports a solution from its source environment and stores the artifact",
+        slipway_exporter::ExporterStep,
+    )
+    .await
 }

@@ -3,5 +3,10 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    slipway_service::worker::main("slipway-importer", "Imports an artifact into its target environment", slipway_importer::ImporterStep).await
+    slipway_service::worker::main(
+        "slipway-importer",
+        "Imports an artifact into its target environment",
+        slipway_importer::ImporterStep,
+    )
+    .await
 }

@@ -114,7 +114,9 @@ impl Default for GatewayConfig {
 /// A configuration that could not be loaded, naming the culprit.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("configuration file {path} does not exist; pass an existing file or unset SLIPWAY_CONFIG")]
+    #[error(
+        "configuration file {path} does not exist; pass an existing file or unset SLIPWAY_CONFIG"
+    )]
     MissingFile { path: PathBuf },
     #[error("invalid configuration: {0}")]
     Invalid(#[from] config::ConfigError),
@@ -136,8 +138,8 @@ impl Config {
         let file = file
             .map(Path::to_path_buf)
             .or_else(|| vars.get("SLIPWAY_CONFIG").map(PathBuf::from));
-        let mut builder = config::Config::builder()
-            .add_source(config::Config::try_from(&Config::default())?);
+        let mut builder =
+            config::Config::builder().add_source(config::Config::try_from(&Config::default())?);
         if let Some(path) = file {
             if !path.exists() {
                 return Err(ConfigError::MissingFile { path });
@@ -159,7 +161,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -199,7 +204,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[database]\nurl = \"sqlite::memory:\"\n").unwrap();
-        let c = Config::load_from(None, env(&[("SLIPWAY_CONFIG", path.to_str().unwrap())])).unwrap();
+        let c =
+            Config::load_from(None, env(&[("SLIPWAY_CONFIG", path.to_str().unwrap())])).unwrap();
         assert_eq!(c.database.url, "sqlite::memory:");
     }
 
@@ -208,7 +214,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[gateway]\nlisten_adress = \"x\"\n").unwrap();
-        let err = Config::load_from(Some(&path), env(&[])).unwrap_err().to_string();
+        let err = Config::load_from(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listen_adress"), "{err}");
         let err = Config::load_from(Some(&dir.path().join("nope.toml")), env(&[]))
             .unwrap_err()
@@ -230,7 +238,10 @@ mod tests {
                 }
             }
         }
-        assert!(missing.is_empty(), "undocumented keys in docs/configuration.md: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "undocumented keys in docs/configuration.md: {missing:?}"
+        );
     }
 
     /// docker-compose.yml can't be run here (no Docker engine), so this
@@ -241,7 +252,9 @@ mod tests {
         let value = serde_json::to_value(Config::default()).unwrap();
         let mut checked = 0;
         for word in compose.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-            let Some(rest) = word.strip_prefix("SLIPWAY__") else { continue };
+            let Some(rest) = word.strip_prefix("SLIPWAY__") else {
+                continue;
+            };
             let (section, key) = rest.split_once("__").unwrap_or((rest, ""));
             let (section, key) = (section.to_lowercase(), key.to_lowercase());
             assert!(
@@ -250,6 +263,9 @@ mod tests {
             );
             checked += 1;
         }
-        assert!(checked >= 5, "docker-compose.yml should configure the services");
+        assert!(
+            checked >= 5,
+            "docker-compose.yml should configure the services"
+        );
     }
 }

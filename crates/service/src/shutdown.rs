@@ -11,7 +11,10 @@ pub fn on_signal() -> CancellationToken {
     let trigger = token.clone();
     tokio::spawn(async move {
         let signal = wait_for_signal().await;
-        tracing::info!(signal, "shutting down: no new work is taken, in-flight work finishes");
+        tracing::info!(
+            signal,
+            "shutting down: no new work is taken, in-flight work finishes"
+        );
         trigger.cancel();
     });
     token
@@ -20,7 +23,10 @@ pub fn on_signal() -> CancellationToken {
 #[cfg(unix)]
 async fn wait_for_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",

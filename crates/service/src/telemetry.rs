@@ -12,7 +12,9 @@ use anyhow::Context as _;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
-use tracing_subscriber::{EnvFilter, Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _};
+use tracing_subscriber::{
+    EnvFilter, Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _,
+};
 
 use crate::config::{LogFormat, OtlpProtocol, TelemetryConfig};
 
@@ -36,8 +38,12 @@ impl Drop for TelemetryGuard {
 /// Call once, at the start of `main`.
 pub fn init(service_name: &str, config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter = EnvFilter::try_new(&config.log_filter)
-        .with_context(|| format!("telemetry.log_filter `{}` is not a valid filter", config.log_filter))?;
+    let filter = EnvFilter::try_new(&config.log_filter).with_context(|| {
+        format!(
+            "telemetry.log_filter `{}` is not a valid filter",
+            config.log_filter
+        )
+    })?;
     let fmt = match config.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -50,9 +56,11 @@ pub fn init(service_name: &str, config: &TelemetryConfig) -> anyhow::Result<Tele
             .boxed(),
     };
     let provider = match &config.otlp_endpoint {
-        Some(endpoint) if !endpoint.trim().is_empty() => {
-            Some(tracer_provider(service_name, endpoint, config.otlp_protocol)?)
-        }
+        Some(endpoint) if !endpoint.trim().is_empty() => Some(tracer_provider(
+            service_name,
+            endpoint,
+            config.otlp_protocol,
+        )?),
         _ => None,
     };
     let otel = provider.as_ref().map(|p| {
@@ -91,6 +99,10 @@ fn tracer_provider(
         .with_context(|| format!("cannot build the OTLP exporter for {url}"))?;
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_resource(Resource::builder().with_service_name(service_name.to_owned()).build())
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service_name.to_owned())
+                .build(),
+        )
         .build())
 }

@@ -31,7 +31,8 @@ pub async fn serve<S: Step>(bus: Bus, step: S, shutdown: CancellationToken) -> a
         step,
         instance: slipway_bus::instance_name(),
     };
-    bus.consume(QueueName::Role(role), handler, shutdown).await?;
+    bus.consume(QueueName::Role(role), handler, shutdown)
+        .await?;
     tracing::info!(%role, "worker stopped");
     Ok(())
 }
@@ -47,7 +48,12 @@ impl<S> StepHandler<S>
 where
     S: Step,
 {
-    async fn report(&self, envelope: &Envelope, status: StepStatus, detail: Option<String>) -> Result<(), HandlerError> {
+    async fn report(
+        &self,
+        envelope: &Envelope,
+        status: StepStatus,
+        detail: Option<String>,
+    ) -> Result<(), HandlerError> {
         let role = self.step.role();
         let event = envelope.next(Message::RunEvent(RunEvent {
             step: Some(role.step()),
@@ -56,10 +62,9 @@ where
             instance: Some(self.instance.clone()),
             detail,
         }));
-        self.bus
-            .publish(&event)
-            .await
-            .map_err(|err| HandlerError::Transient(format!("cannot publish the {status:?} event: {err}")))
+        self.bus.publish(&event).await.map_err(|err| {
+            HandlerError::Transient(format!("cannot publish the {status:?} event: {err}"))
+        })
     }
 
     /// The failures a deployment's placeholder settings ask for.
@@ -73,11 +78,13 @@ where
             )));
         }
         match work.fail_first_attempts {
-            Some((s, n)) if s == step && envelope.attempt <= n => Some(HandlerError::Transient(format!(
-                "placeholder {} step told to fail its first {n} attempts (this is attempt {})",
-                step.as_str(),
-                envelope.attempt
-            ))),
+            Some((s, n)) if s == step && envelope.attempt <= n => {
+                Some(HandlerError::Transient(format!(
+                    "placeholder {} step told to fail its first {n} attempts (this is attempt {})",
+                    step.as_str(),
+                    envelope.attempt
+                )))
+            }
             _ => None,
         }
     }
@@ -88,7 +95,10 @@ impl<S: Step> Handler for StepHandler<S> {
     #[tracing::instrument(name = "step", skip_all, fields(role = %self.step.role(), run_id = %envelope.run_id, attempt = envelope.attempt))]
     async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {
         self.report(&envelope, StepStatus::Started, None).await?;
-        if let Some(millis) = envelope.message.deployment().map(|d| d.placeholder.step_millis)
+        if let Some(millis) = envelope
+            .message
+            .deployment()
+            .map(|d| d.placeholder.step_millis)
             && millis > 0
         {
             tokio::time::sleep(Duration::from_millis(millis)).await;
@@ -106,7 +116,9 @@ impl<S: Step> Handler for StepHandler<S> {
             self.bus
                 .publish(&envelope.next(next))
                 .await
-                .map_err(|err| HandlerError::Transient(format!("cannot publish the next command: {err}")))?;
+                .map_err(|err| {
+                    HandlerError::Transient(format!("cannot publish the next command: {err}"))
+                })?;
         }
         Ok(())
     }
@@ -120,6 +132,8 @@ pub async fn main<S: Step>(name: &'static str, about: &'static str, step: S) -> 
     let config = crate::config::Config::load(args.config.as_deref())?;
     let _telemetry = crate::telemetry::init(name, &config.telemetry)?;
     let shutdown = crate::shutdown::on_signal();
-    let bus = Bus::connect(&config.bus).await.context("cannot connect to the bus")?;
+    let bus = Bus::connect(&config.bus)
+        .await
+        .context("cannot connect to the bus")?;
     serve(bus, step, shutdown).await
 }

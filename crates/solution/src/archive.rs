@@ -54,9 +54,22 @@ pub(crate) struct Archive<R> {
 }
 
 pub(crate) fn zip_error(entry: Option<&str>, e: ZipError) -> SolutionError {
+    let message = match e {
+        ZipError::CompressionMethodNotSupported(m) => format!(
+            "compression method {} ({m}) is not supported; solution zips use deflate (re-export the solution, or re-zip it with deflate)",
+            zip::CompressionMethod::name_from_u16(m)
+        ),
+        ZipError::InvalidArchive(ref m) if m.contains("EOCD") => {
+            "not a zip file, or a truncated one (no end of central directory); re-export or re-download the solution".to_owned()
+        }
+        ZipError::InvalidPassword => {
+            "the entry is encrypted; solution zips are never encrypted, re-export the solution".to_owned()
+        }
+        e => e.to_string(),
+    };
     SolutionError::Zip {
         entry: entry.map(str::to_owned),
-        message: e.to_string(),
+        message,
     }
 }
 
@@ -171,11 +184,11 @@ impl<R: Read> EntryReader<'_, R> {
         self.hasher.map(|h| hex::encode(h.finalize()))
     }
 
-    /// Reads the rest of the entry, hashing it, without keeping it.
-    pub(crate) fn drain(&mut self) -> Result<(), SolutionError> {
-        let mut buf = vec![0u8; 64 * 1024];
+    /// Reads the rest of the entry, hashing it, without keeping it;
+    /// `scratch` is a reusable buffer (at least a few KiB).
+    pub(crate) fn drain(&mut self, scratch: &mut [u8]) -> Result<(), SolutionError> {
         loop {
-            match self.read(&mut buf) {
+            match self.read(scratch) {
                 Ok(0) => return Ok(()),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -231,9 +244,13 @@ impl<R: Read> Read for EntryReader<'_, R> {
 pub(crate) fn io_to_solution(e: io::Error, entry: &str) -> SolutionError {
     match e.downcast::<SolutionError>() {
         Ok(se) => se,
-        Err(e) => SolutionError::Zip {
-            entry: Some(entry.to_owned()),
-            message: e.to_string(),
+        Err(e) => match e.downcast::<ZipError>() {
+            // the zip crate opens decompressors lazily and reports through io
+            Ok(ze) => zip_error(Some(entry), ze),
+            Err(e) => SolutionError::Zip {
+                entry: Some(entry.to_owned()),
+                message: e.to_string(),
+            },
         },
     }
 }

@@ -33,7 +33,7 @@ impl Visitor for Refs {
             }
             4 => Ok(matches!(
                 path[3].as_str(),
-                "connectionreferencedisplayname" | "connectorid"
+                "connectionreferencedisplayname" | "connectorid" | "connectionreferencelogicalname"
             )),
             _ => Ok(false),
         }
@@ -49,6 +49,10 @@ impl Visitor for Refs {
                 match path[3].as_str() {
                     "connectionreferencedisplayname" => cur.1 = text,
                     "connectorid" => cur.2 = text,
+                    // unpacked or hand-edited files may carry the name as a child
+                    "connectionreferencelogicalname" if cur.0.is_empty() => {
+                        cur.0 = text.unwrap_or_default()
+                    }
                     _ => {}
                 }
             }

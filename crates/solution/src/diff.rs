@@ -16,6 +16,9 @@ pub struct SolutionDiff {
     /// Versions (old, new); `None` on the old side when diffing against installed components.
     pub old_version: Option<Version>,
     pub new_version: Option<Version>,
+    /// Unique names (old, new); they differ when two different solutions are compared.
+    pub old_unique_name: Option<String>,
+    pub new_unique_name: Option<String>,
     pub components_added: Vec<ComponentKey>,
     pub components_removed: Vec<ComponentKey>,
     /// Present on both sides with different file contents.
@@ -73,6 +76,8 @@ pub fn diff(old: &Solution, new: &Solution) -> SolutionDiff {
     SolutionDiff {
         old_version: Some(old.version.clone()),
         new_version: Some(new.version.clone()),
+        old_unique_name: Some(old.unique_name.clone()),
+        new_unique_name: Some(new.unique_name.clone()),
         components_added: sorted(
             new_c
                 .keys()
@@ -131,6 +136,7 @@ pub fn diff_installed(installed: &[ComponentKey], new: &Solution) -> SolutionDif
     let keys: HashSet<&ComponentKey> = new.components.iter().map(|c| &c.key).collect();
     SolutionDiff {
         new_version: Some(new.version.clone()),
+        new_unique_name: Some(new.unique_name.clone()),
         components_added: sorted(
             keys.iter()
                 .filter(|k| !inst.contains(*k))

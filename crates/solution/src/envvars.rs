@@ -41,9 +41,9 @@ impl Visitor for Def {
             }
             [
                 _,
-                "type" | "defaultvalue" | "isrequired" | "apiid" | "parameterkey",
+                "type" | "defaultvalue" | "isrequired" | "apiid" | "parameterkey"
+                | "parentdefinitionid",
             ] => true,
-            [_, "parentdefinitionid", "schemaname"] => true,
             _ => false,
         })
     }
@@ -56,7 +56,9 @@ impl Visitor for Def {
             [_, "isrequired"] => &mut self.required,
             [_, "apiid"] => &mut self.api_id,
             [_, "parameterkey"] => &mut self.parameter_key,
-            [_, "parentdefinitionid", "schemaname"] => &mut self.parent,
+            // `<parentdefinitionid><schemaname>x</schemaname></parentdefinitionid>`
+            // or the id as text: either way the trimmed text names the parent
+            [_, "parentdefinitionid"] => &mut self.parent,
             _ => return Ok(()),
         };
         *slot = text;
@@ -78,18 +80,18 @@ pub(crate) fn read_definition<R: BufRead>(
 ) -> Result<EnvironmentVariable, SolutionError> {
     let mut d = Def::default();
     walk(input, entry, max_depth, &mut d)?;
-    let code = trimmed(d.type_code).ok_or_else(|| SolutionError::MissingElement {
-        entry: entry.to_owned(),
-        element: "<type> of the environment variable definition".into(),
-    })?;
-    let kind = code
-        .parse::<u32>()
-        .ok()
-        .and_then(EnvironmentVariableType::from_code)
-        .ok_or_else(|| SolutionError::InvalidValue {
-            entry: entry.to_owned(),
-            message: format!("<type> is {code:?}; expected 100000000 to 100000005"),
-        })?;
+    // The column's default is String, so a definition without `<type>` is one.
+    let kind = match trimmed(d.type_code) {
+        None => EnvironmentVariableType::String,
+        Some(code) => {
+            EnvironmentVariableType::parse(&code).ok_or_else(|| SolutionError::InvalidValue {
+                entry: entry.to_owned(),
+                message: format!(
+                    "<type> is {code:?}; expected 100000000 (string) to 100000005 (secret)"
+                ),
+            })?
+        }
+    };
     Ok(EnvironmentVariable {
         schema_name: trimmed(d.schema_name).unwrap_or_else(|| folder.to_owned()),
         display_name: trimmed(d.display_name).or(trimmed(d.display_label)),
@@ -100,7 +102,13 @@ pub(crate) fn read_definition<R: BufRead>(
         required: matches!(trimmed(d.required).as_deref(), Some("1" | "true")),
         api_id: trimmed(d.api_id),
         parameter_key: trimmed(d.parameter_key),
-        parent: trimmed(d.parent),
+        parent: trimmed(d.parent).map(|p| {
+            if p.starts_with('{') {
+                crate::model::normalize_id(&p)
+            } else {
+                p
+            }
+        }),
     })
 }
 

@@ -49,12 +49,10 @@ pub enum SolutionError {
     /// An element holds a value that cannot be understood.
     #[error("invalid value in {entry}: {message}")]
     InvalidValue { entry: String, message: String },
-    /// Reading the file from disk failed.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    /// Reading the file from disk failed. (The I/O error is part of the
+    /// message rather than a `source`, so error chains print it once.)
+    #[error("cannot open {path}: {error}")]
+    Io { path: String, error: std::io::Error },
 }
 
 fn entry_suffix(entry: &Option<String>) -> String {

@@ -27,6 +27,8 @@ pub(crate) struct Manifest {
     dependent: Option<DependencyEnd>,
     /// which end a `<package>` child belongs to
     in_end: Option<End>,
+    /// `appName (version)` of the `<package>` being read
+    package_attrs: Option<String>,
     entry: String,
 }
 
@@ -65,17 +67,43 @@ fn non_empty(s: Option<String>) -> Option<String> {
     s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
+/// One end of a missing dependency. The component is named by `schemaName`;
+/// when the type is written as a name, by its alternate key instead:
+/// `id.uniquename="x"` gives `x`, several `id.<attr>` attributes give
+/// `attr=value,attr=value` (the platform's own notation for composite keys).
 fn dependency_end(e: &Element<'_>) -> Result<DependencyEnd, SolutionError> {
     let ty = e.attr("type")?.unwrap_or_default();
+    let alternate = e.attrs_with_prefix("id.")?;
+    let alternate_name = match alternate.as_slice() {
+        [] => None,
+        [(k, v)] if k.eq_ignore_ascii_case("uniquename") => non_empty(Some(v.clone())),
+        many => non_empty(Some(
+            many.iter()
+                .map(|(k, v)| format!("{k}={}", v.trim()))
+                .collect::<Vec<_>>()
+                .join(","),
+        )),
+    };
     Ok(DependencyEnd {
         component_type: ComponentType::parse(&ty),
-        schema_name: non_empty(e.attr("schemaName")?).or(non_empty(e.attr("id.uniquename")?)),
+        schema_name: non_empty(e.attr("schemaName")?).or(alternate_name),
         id: non_empty(e.attr("id")?).map(|i| normalize_id(&i)),
         display_name: non_empty(e.attr("displayName")?),
         parent_display_name: non_empty(e.attr("parentDisplayName")?),
         solution: non_empty(e.attr("solution")?),
         package: None,
     })
+}
+
+/// `<package appName="EnvironmentVariables" version="1.0.2406.4">text</package>`:
+/// the text, else `appName (version)` from the attributes.
+fn package_from_attrs(e: &Element<'_>) -> Result<Option<String>, SolutionError> {
+    Ok(
+        match (non_empty(e.attr("appName")?), non_empty(e.attr("version")?)) {
+            (Some(a), Some(v)) => Some(format!("{a} ({v})")),
+            (a, _) => a,
+        },
+    )
 }
 
 const MANIFEST: [&str; 2] = ["importexportxml", "solutionmanifest"];
@@ -128,7 +156,10 @@ impl Visitor for Manifest {
                 self.dependent = Some(dependency_end(e)?);
                 self.in_end = Some(End::Dependent);
             }
-            (_, ["missingdependencies", "missingdependency", _, "package"]) => return Ok(true),
+            (_, ["missingdependencies", "missingdependency", _, "package"]) => {
+                self.package_attrs = package_from_attrs(e)?;
+                return Ok(true);
+            }
             _ => {}
         }
         Ok(false)
@@ -155,8 +186,9 @@ impl Visitor for Manifest {
                     Some(End::Dependent) => self.dependent.as_mut(),
                     None => None,
                 };
+                let attrs = self.package_attrs.take();
                 if let Some(end) = end {
-                    end.package = non_empty(text);
+                    end.package = non_empty(text).or(attrs);
                 }
             }
             [
@@ -219,8 +251,12 @@ pub(crate) fn read_manifest<R: BufRead>(
         .as_deref()
         .ok_or_else(|| missing("<SolutionManifest>/<Managed>"))?
     {
-        "1" | "true" | "True" => true,
-        "0" | "2" | "false" | "False" => false,
+        "1" => true,
+        // 2 ("both") appears only in unpacked sources; a zip holding it is
+        // read as unmanaged, as `pac solution pack` defaults to.
+        "0" | "2" => false,
+        t if t.eq_ignore_ascii_case("true") => true,
+        t if t.eq_ignore_ascii_case("false") => false,
         other => {
             return Err(SolutionError::InvalidValue {
                 entry: entry.to_owned(),

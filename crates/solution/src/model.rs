@@ -39,6 +39,65 @@ impl ComponentType {
             .unwrap_or_else(|_| ComponentType::Name(t.to_owned()))
     }
 
+    /// A readable name for well-known codes (Microsoft's list plus what real
+    /// files use), e.g. `Entity` for 1; names are returned as written.
+    /// Connection references have no fixed code, so none is named here.
+    pub fn label(&self) -> Option<&str> {
+        let c = match self {
+            ComponentType::Name(n) => return Some(n),
+            ComponentType::Code(c) => c,
+        };
+        Some(match c {
+            1 => "Entity",
+            2 => "Attribute",
+            3 => "Relationship",
+            9 => "OptionSet",
+            10 => "EntityRelationship",
+            14 => "EntityKey",
+            20 => "Role",
+            24 => "Form",
+            25 => "Organization",
+            26 => "SavedQuery",
+            29 => "Workflow",
+            31 => "Report",
+            36 => "EmailTemplate",
+            38 => "KbArticleTemplate",
+            44 => "DuplicateRule",
+            59 => "SavedQueryVisualization",
+            60 => "SystemForm",
+            61 => "WebResource",
+            62 => "SiteMap",
+            63 => "ConnectionRole",
+            65 => "HierarchyRule",
+            66 => "CustomControl",
+            68 => "CustomControlDefaultConfig",
+            70 => "FieldSecurityProfile",
+            80 => "AppModule",
+            90 => "PluginType",
+            91 => "PluginAssembly",
+            92 => "SdkMessageProcessingStep",
+            93 => "SdkMessageProcessingStepImage",
+            95 => "ServiceEndpoint",
+            150 => "RoutingRule",
+            152 => "SLA",
+            154 => "ConvertRule",
+            161 => "MobileOfflineProfile",
+            208 => "ImportMap",
+            300 => "CanvasApp",
+            371 => "Connector",
+            372 => "Connector",
+            380 => "EnvironmentVariableDefinition",
+            381 => "EnvironmentVariableValue",
+            400 => "AIProjectType",
+            401 => "AIProject",
+            402 => "AIConfiguration",
+            430 => "EntityAnalyticsConfiguration",
+            431 => "AttributeImageConfiguration",
+            432 => "EntityImageConfiguration",
+            _ => return None,
+        })
+    }
+
     /// Case-insensitive equality (names), numeric equality (codes).
     pub fn same(&self, other: &ComponentType) -> bool {
         match (self, other) {
@@ -217,6 +276,31 @@ impl EnvironmentVariableType {
             100000003 => Json,
             100000004 => DataSource,
             100000005 => Secret,
+            _ => return None,
+        })
+    }
+
+    /// Reads a `<type>`: the option-set code, or a type name as the maker
+    /// portal shows it (`String`, `Number`, `Boolean`/`Two options`, `JSON`,
+    /// `Data source`, `Secret`), case and spaces ignored.
+    pub fn parse(s: &str) -> Option<EnvironmentVariableType> {
+        use EnvironmentVariableType::*;
+        let t = s.trim();
+        if let Ok(code) = t.parse::<u32>() {
+            return EnvironmentVariableType::from_code(code);
+        }
+        let name: std::string::String = t
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '_')
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        Some(match name.as_str() {
+            "string" | "text" => String,
+            "number" | "decimal" => Number,
+            "boolean" | "twooptions" | "yesno" => Boolean,
+            "json" => Json,
+            "datasource" => DataSource,
+            "secret" => Secret,
             _ => return None,
         })
     }

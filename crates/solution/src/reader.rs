@@ -93,9 +93,9 @@ impl Solution {
     /// Reads a solution zip from disk.
     pub fn open(path: impl AsRef<Path>, limits: &Limits) -> Result<Solution, SolutionError> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|source| SolutionError::Io {
+        let file = File::open(path).map_err(|error| SolutionError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Solution::from_reader(BufReader::new(file), limits)
     }
@@ -111,9 +111,9 @@ impl Solution {
     /// corruption inside those entries goes unnoticed. What `inspect` uses.
     pub fn open_facts(path: impl AsRef<Path>, limits: &Limits) -> Result<Solution, SolutionError> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|source| SolutionError::Io {
+        let file = File::open(path).map_err(|error| SolutionError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Solution::from_reader_mode(BufReader::new(file), limits, ReadMode::Facts)
     }
@@ -149,6 +149,7 @@ impl Solution {
         let mut env_vars = Vec::new();
         let mut env_values: HashMap<String, Option<String>> = HashMap::new();
         let mut files: Vec<(String, Option<String>)> = Vec::new();
+        let mut scratch = vec![0u8; BUF];
         for i in 0..archive.names.len() {
             let name = archive.names[i].clone();
             let mut entry = match kind(&name) {
@@ -164,7 +165,7 @@ impl Solution {
                     let buffered = BufReader::with_capacity(BUF, &mut entry);
                     connection_references = read_connection_references(buffered, &name, depth)?;
                     if digests {
-                        entry.drain()?;
+                        entry.drain(&mut scratch)?;
                         customizations_sha256 = entry.finish_hash();
                     }
                     continue;
@@ -176,7 +177,7 @@ impl Solution {
                         read_definition(buffered, &name, folder, depth)?,
                     ));
                     if digests {
-                        entry.drain()?;
+                        entry.drain(&mut scratch)?;
                     }
                 }
                 Kind::EnvValue { folder } => {
@@ -196,7 +197,7 @@ impl Solution {
                     }
                     env_values.insert(folder.to_ascii_lowercase(), read_value(&bytes, &name)?);
                 }
-                _ => entry.drain()?,
+                _ => entry.drain(&mut scratch)?,
             }
             files.push((name, entry.finish_hash()));
         }

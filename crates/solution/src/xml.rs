@@ -28,18 +28,55 @@ pub(crate) struct Element<'a> {
 }
 
 impl Element<'_> {
-    /// Attribute value by local name (case-insensitive), unescaped.
+    /// Attribute value by name (case-insensitive), unescaped. An unprefixed
+    /// attribute wins; a prefixed one (`ns:type`) counts only when no
+    /// unprefixed one exists and its prefix is not `xmlns`/`xsi` (so
+    /// `xsi:type` never passes for `type`).
     pub(crate) fn attr(&self, name: &str) -> Result<Option<String>, SolutionError> {
+        let mut prefixed = None;
         for a in self.tag.attributes() {
             let a = a.map_err(|e| xml_err(self.entry, e))?;
-            if a.key.local_name().as_ref().eq_ignore_ascii_case(name) {
+            let full = a.key.as_ref().eq_ignore_ascii_case(name);
+            let local = a.key.local_name().as_ref().eq_ignore_ascii_case(name);
+            let foreign = a.key.prefix().is_some_and(|p| {
+                let p = p.as_ref();
+                p.eq_ignore_ascii_case("xmlns") || p.eq_ignore_ascii_case("xsi")
+            });
+            if full || (local && !foreign && prefixed.is_none()) {
+                let v = a
+                    .normalized_value(XmlVersion::Implicit1_0)
+                    .map_err(|e| xml_err(self.entry, e))?
+                    .into_owned();
+                if full {
+                    return Ok(Some(v));
+                }
+                prefixed = Some(v);
+            }
+        }
+        Ok(prefixed)
+    }
+
+    /// Every attribute whose name starts with `prefix` (case-insensitive), as
+    /// (name without the prefix, value), in document order.
+    pub(crate) fn attrs_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, SolutionError> {
+        let mut out = Vec::new();
+        for a in self.tag.attributes() {
+            let a = a.map_err(|e| xml_err(self.entry, e))?;
+            let key: &str = a.key.as_ref();
+            if key.len() > prefix.len()
+                && key.is_char_boundary(prefix.len())
+                && key[..prefix.len()].eq_ignore_ascii_case(prefix)
+            {
                 let v = a
                     .normalized_value(XmlVersion::Implicit1_0)
                     .map_err(|e| xml_err(self.entry, e))?;
-                return Ok(Some(v.into_owned()));
+                out.push((key[prefix.len()..].to_owned(), v.into_owned()));
             }
         }
-        Ok(None)
+        Ok(out)
     }
 }
 
@@ -79,11 +116,18 @@ fn push_ref(text: &mut String, r: &BytesRef<'_>, entry: &str) -> Result<(), Solu
 
 /// Walks a whole XML document, calling `v` for each element.
 pub(crate) fn walk<R: BufRead>(
-    input: R,
+    mut input: R,
     entry: &str,
     max_depth: usize,
     v: &mut impl Visitor,
 ) -> Result<(), SolutionError> {
+    let head = input.fill_buf().map_err(|e| io_to_solution(e, entry))?;
+    if head.starts_with(b"\xFF\xFE") || head.starts_with(b"\xFE\xFF") {
+        return Err(SolutionError::Encoding {
+            entry: entry.to_owned(),
+            message: "it starts with a UTF-16 byte-order mark; re-save it as UTF-8".into(),
+        });
+    }
     let mut reader = Reader::from_reader(input);
     let mut buf = Vec::with_capacity(8 * 1024);
     let mut path: Vec<String> = Vec::new();

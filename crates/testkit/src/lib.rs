@@ -23,5 +23,7 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
     // Fails only when a provider is already installed, which is as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
     use anyhow::Context as _;
-    reqwest::Client::builder().build().context("cannot build an http client")
+    reqwest::Client::builder()
+        .build()
+        .context("cannot build an http client")
 }

@@ -125,9 +125,13 @@ impl Drop for RabbitVhost {
                 .build()?;
             runtime.block_on(async {
                 let url = api_url(&["vhosts", &name])?;
-                send(crate::http_client()?.delete(url).basic_auth(USER, Some(PASSWORD)))
-                    .await
-                    .map(drop)
+                send(
+                    crate::http_client()?
+                        .delete(url)
+                        .basic_auth(USER, Some(PASSWORD)),
+                )
+                .await
+                .map(drop)
             })
         })
         .join();

@@ -36,6 +36,8 @@ pub struct DepEnd {
     parent_display_name: Option<String>,
     solution: Option<String>,
     package: Option<String>,
+    package_attrs: Option<(String, String)>,
+    extra: Vec<(String, String)>,
 }
 
 impl DepEnd {
@@ -96,6 +98,20 @@ impl DepEnd {
         self
     }
 
+    /// Gives the `<package>` child `appName` and `version` attributes, as in
+    /// `<package appName="EnvironmentVariables" version="1.0.2406.4">`.
+    pub fn package_attrs(mut self, app_name: &str, version: &str) -> Self {
+        self.package_attrs = Some((app_name.into(), version.into()));
+        self
+    }
+
+    /// Any other attribute, written after the usual ones (`parentSchemaName`,
+    /// `key`, `id.parentappmoduleid.uniquename`...).
+    pub fn attr(mut self, name: &str, value: &str) -> Self {
+        self.extra.push((name.into(), value.into()));
+        self
+    }
+
     fn write(&self, tag: &str, out: &mut String, nl: &str) {
         let mut attrs = format!(" type=\"{}\"", esc(&self.type_));
         let pairs = [
@@ -113,9 +129,17 @@ impl DepEnd {
         if let Some(id) = &self.id {
             attrs.push_str(&format!(" id=\"{{{id}}}\""));
         }
+        for (k, v) in &self.extra {
+            attrs.push_str(&format!(" {k}=\"{}\"", esc(v)));
+        }
+        let package_attrs = self
+            .package_attrs
+            .as_ref()
+            .map(|(a, v)| format!(" appName=\"{}\" version=\"{}\"", esc(a), esc(v)))
+            .unwrap_or_default();
         match &self.package {
             Some(p) => out.push_str(&format!(
-                "        <{tag}{attrs}>{nl}          <package>{}</package>{nl}        </{tag}>{nl}",
+                "        <{tag}{attrs}>{nl}          <package{package_attrs}>{}</package>{nl}        </{tag}>{nl}",
                 esc(p)
             )),
             None => out.push_str(&format!("        <{tag}{attrs} />{nl}")),
@@ -154,6 +178,13 @@ pub struct SolutionZip {
     declaration: bool,
     customizations: bool,
     stored: bool,
+    extra_names: Vec<(u32, String)>,
+    raw_conn_refs: Vec<String>,
+    replaced: Vec<(String, Vec<u8>)>,
+    backslashes: bool,
+    directories: bool,
+    zip64: bool,
+    methods: Vec<(String, u16)>,
 }
 
 /// Escapes text for XML content and attributes.
@@ -185,7 +216,82 @@ impl SolutionZip {
             declaration: true,
             customizations: true,
             stored: false,
+            extra_names: Vec::new(),
+            raw_conn_refs: Vec::new(),
+            replaced: Vec::new(),
+            backslashes: false,
+            directories: false,
+            zip64: false,
+            methods: Vec::new(),
         }
+    }
+
+    /// Another `<LocalizedName>` of the solution, e.g. (1036, "Commandes").
+    pub fn localized_name(mut self, language_code: u32, name: &str) -> Self {
+        self.extra_names.push((language_code, name.into()));
+        self
+    }
+
+    /// A `<connectionreference>` written exactly as given (for odd element
+    /// orders, missing display names, CDATA...), inside `<connectionreferences>`.
+    pub fn raw_connection_reference(mut self, xml: &str) -> Self {
+        self.raw_conn_refs.push(xml.into());
+        self
+    }
+
+    /// An environment variable folder written as given:
+    /// `environmentvariabledefinitions/<folder>/environmentvariabledefinition.xml`
+    /// holding `definition_xml`, plus `environmentvariablevalues.json` holding
+    /// `values_json` when given (bytes as given: BOM, arrays...).
+    pub fn raw_env_var(
+        mut self,
+        folder: &str,
+        definition_xml: &str,
+        values_json: Option<&[u8]>,
+    ) -> Self {
+        let dir = format!("environmentvariabledefinitions/{folder}");
+        self.files.push((
+            format!("{dir}/environmentvariabledefinition.xml"),
+            definition_xml.as_bytes().to_vec(),
+        ));
+        if let Some(v) = values_json {
+            self.files
+                .push((format!("{dir}/environmentvariablevalues.json"), v.to_vec()));
+        }
+        self
+    }
+
+    /// Replaces the bytes of the entry `name` (e.g. `solution.xml` rewritten
+    /// from [`SolutionZip::solution_xml`] with namespace prefixes).
+    pub fn replace_entry(mut self, name: &str, bytes: &[u8]) -> Self {
+        self.replaced.push((name.into(), bytes.to_vec()));
+        self
+    }
+
+    /// Writes entry names with `\` separators, as some Windows zip tools do.
+    pub fn backslashes(mut self, on: bool) -> Self {
+        self.backslashes = on;
+        self
+    }
+
+    /// Writes a directory record (`Workflows/`) before the first file of each folder.
+    pub fn directory_entries(mut self, on: bool) -> Self {
+        self.directories = on;
+        self
+    }
+
+    /// Writes every entry with zip64 extra fields (as large-file writers do).
+    pub fn zip64(mut self, on: bool) -> Self {
+        self.zip64 = on;
+        self
+    }
+
+    /// Marks entry `name` as compressed with `method` (e.g. 9 Deflate64,
+    /// 12 bzip2, 14 LZMA, 93 zstd) in both headers; the entry is stored, so
+    /// only a reader that trusts the method field would read it.
+    pub fn compression_method(mut self, name: &str, method: u16) -> Self {
+        self.methods.push((name.into(), method));
+        self
     }
 
     /// Localized (1033) display name of the solution.
@@ -382,10 +488,17 @@ impl SolutionZip {
     pub fn solution_xml(&self) -> String {
         let nl = self.nl();
         let mut s = format!(
-            "<ImportExportXml version=\"9.2.24124.140\" SolutionPackageVersion=\"{}\" languagecode=\"1033\" generatedBy=\"CrmLive\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">{nl}  <SolutionManifest>{nl}    <UniqueName>{}</UniqueName>{nl}    <LocalizedNames>{nl}      <LocalizedName description=\"{}\" languagecode=\"1033\" />{nl}    </LocalizedNames>{nl}    <Descriptions />{nl}    <Version>{}</Version>{nl}    <Managed>{}</Managed>{nl}",
+            "<ImportExportXml version=\"9.2.24124.140\" SolutionPackageVersion=\"{}\" languagecode=\"1033\" generatedBy=\"CrmLive\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">{nl}  <SolutionManifest>{nl}    <UniqueName>{}</UniqueName>{nl}    <LocalizedNames>{nl}      <LocalizedName description=\"{}\" languagecode=\"1033\" />{nl}{}    </LocalizedNames>{nl}    <Descriptions />{nl}    <Version>{}</Version>{nl}    <Managed>{}</Managed>{nl}",
             esc(&self.package_version),
             esc(&self.unique_name),
             esc(&self.display_name),
+            self.extra_names
+                .iter()
+                .map(|(code, n)| format!(
+                    "      <LocalizedName description=\"{}\" languagecode=\"{code}\" />{nl}",
+                    esc(n)
+                ))
+                .collect::<String>(),
             esc(&self.version),
             u8::from(self.managed)
         );
@@ -428,8 +541,11 @@ impl SolutionZip {
         let mut s = format!(
             "<ImportExportXml xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" OrganizationVersion=\"9.2.24124.140\" OrganizationSchemaType=\"Standard\" CRMServerServiceabilityVersion=\"9.2.24124.00140\">{nl}  <Entities></Entities>{nl}  <Roles></Roles>{nl}  <Workflows></Workflows>{nl}"
         );
-        if !self.conn_refs.is_empty() {
+        if !self.conn_refs.is_empty() || !self.raw_conn_refs.is_empty() {
             s.push_str(&format!("  <connectionreferences>{nl}"));
+            for raw in &self.raw_conn_refs {
+                s.push_str(&format!("    {raw}{nl}"));
+            }
             for (logical, display, connector) in &self.conn_refs {
                 s.push_str(&format!(
                     "    <connectionreference connectionreferencelogicalname=\"{}\">{nl}      <connectionreferencedisplayname>{}</connectionreferencedisplayname>{nl}      <connectorid>{}</connectorid>{nl}      <iscustomizable>1</iscustomizable>{nl}      <promptingbehavior>0</promptingbehavior>{nl}      <statecode>0</statecode>{nl}      <statuscode>1</statuscode>{nl}    </connectionreference>{nl}",
@@ -512,7 +628,74 @@ impl SolutionZip {
 
     /// The zip bytes.
     pub fn build(&self) -> Vec<u8> {
-        zip_of(&self.entries(), self.stored)
+        let mut entries = self.entries();
+        for (name, bytes) in &self.replaced {
+            if let Some(e) = entries.iter_mut().find(|(n, _)| n == name) {
+                e.1 = bytes.clone();
+            }
+        }
+        if self.backslashes {
+            for (n, _) in &mut entries {
+                *n = n.replace('/', "\\");
+            }
+        }
+        let method = if self.stored || !self.methods.is_empty() {
+            zip::CompressionMethod::Stored
+        } else {
+            zip::CompressionMethod::Deflated
+        };
+        let options = SimpleFileOptions::default()
+            .compression_method(method)
+            .large_file(self.zip64);
+        let mut w = ZipWriter::new(Cursor::new(Vec::new()));
+        let mut dirs: Vec<String> = Vec::new();
+        for (name, bytes) in &entries {
+            if self.directories
+                && let Some((dir, _)) = name.rsplit_once(['/', '\\'])
+            {
+                // every ancestor folder, outermost first
+                let mut prefix = String::new();
+                for part in dir.split(['/', '\\']) {
+                    prefix.push_str(part);
+                    prefix.push('/');
+                    if !dirs.contains(&prefix) {
+                        dirs.push(prefix.clone());
+                        let _ = w.add_directory(prefix.as_str(), options);
+                    }
+                }
+            }
+            if w.start_file(name.as_str(), options).is_ok() {
+                let _ = w.write_all(bytes);
+            }
+        }
+        let mut zip = w.finish().map(Cursor::into_inner).unwrap_or_default();
+        for (name, method) in &self.methods {
+            set_method(&mut zip, name, *method);
+        }
+        zip
+    }
+}
+
+/// Rewrites the compression method of entry `name` in its local header and
+/// its central directory record.
+fn set_method(zip: &mut [u8], name: &str, method: u16) {
+    let m = method.to_le_bytes();
+    let n = name.as_bytes();
+    let u16_at = |z: &[u8], i: usize| usize::from(u16::from_le_bytes([z[i], z[i + 1]]));
+    let mut i = 0;
+    while i + 46 <= zip.len() {
+        if zip[i..i + 4] == *b"PK\x03\x04" && i + 30 + n.len() <= zip.len() {
+            if u16_at(zip, i + 26) == n.len() && &zip[i + 30..i + 30 + n.len()] == n {
+                zip[i + 8..i + 10].copy_from_slice(&m);
+            }
+        } else if zip[i..i + 4] == *b"PK\x01\x02"
+            && i + 46 + n.len() <= zip.len()
+            && u16_at(zip, i + 28) == n.len()
+            && &zip[i + 46..i + 46 + n.len()] == n
+        {
+            zip[i + 10..i + 12].copy_from_slice(&m);
+        }
+        i += 1;
     }
 }
 

@@ -3,5 +3,10 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    slipway_service::worker::main("slipway-validator", "Validates an artifact against its target environment", slipway_validator::ValidatorStep).await
+    slipway_service::worker::main(
+        "slipway-validator",
+        "Validates an artifact against its target environment",
+        slipway_validator::ValidatorStep,
+    )
+    .await
 }
