@@ -7,6 +7,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use crate::DataverseError;
+use crate::client::RetryPolicy;
 
 /// How the client proves who it is.
 #[derive(Clone)]
@@ -101,7 +102,11 @@ impl TokenSource {
         *self.cache.lock().await = None;
     }
 
-    pub(crate) async fn token(&self, http: &reqwest::Client) -> Result<String, DataverseError> {
+    pub(crate) async fn token(
+        &self,
+        http: &reqwest::Client,
+        policy: &RetryPolicy,
+    ) -> Result<String, DataverseError> {
         let (token_url, client_id, client_secret) = match &self.credentials {
             Credentials::StaticToken(t) => return Ok(t.clone()),
             Credentials::ClientSecret {
@@ -121,19 +126,36 @@ impl TokenSource {
             url: token_url.clone(),
             message,
         };
-        let resp = http
-            .post(token_url)
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", client_id),
-                ("client_secret", client_secret),
-                ("scope", &self.scope),
-            ])
-            .send()
-            .await
-            .map_err(|e| auth_err(e.to_string()))?;
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| auth_err(e.to_string()))?;
+        // The token endpoint is retried like the Web API: 429, 5xx, timeouts
+        // and refused connections, with the same backoff and bound.
+        let mut retries = 0u32;
+        let (status, body) = loop {
+            let sent = http
+                .post(token_url)
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", client_id),
+                    ("client_secret", client_secret),
+                    ("scope", &self.scope),
+                ])
+                .send()
+                .await;
+            let transient = match &sent {
+                Ok(r) => r.status().is_server_error() || r.status().as_u16() == 429,
+                Err(e) => e.is_timeout() || e.is_connect(),
+            };
+            if transient && retries < policy.max_retries {
+                tokio::time::sleep(policy.backoff(retries)).await;
+                retries += 1;
+                continue;
+            }
+            let resp = sent.map_err(|e| auth_err(e.to_string()))?;
+            let status = resp.status();
+            break (
+                status,
+                resp.bytes().await.map_err(|e| auth_err(e.to_string()))?,
+            );
+        };
         if !status.is_success() {
             let message = match serde_json::from_slice::<TokenError>(&body) {
                 Ok(e) => format!("{}: {}", e.error, e.error_description),

@@ -44,7 +44,8 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    fn backoff(&self, retry: u32) -> Duration {
+    /// Delay before retry number `retry` (0-based).
+    pub(crate) fn backoff(&self, retry: u32) -> Duration {
         self.base_delay
             .saturating_mul(2u32.saturating_pow(retry))
             .min(self.max_delay)
@@ -69,11 +70,14 @@ pub struct ClientConfig {
     /// Give up polling after this long; `None` waits as long as it takes
     /// (imports of hours happen).
     pub poll_timeout: Option<Duration>,
+    /// Polls in a row that may fail transiently (after their own retries)
+    /// before the wait gives up: a long import outlives short outages.
+    pub poll_failures_tolerated: u32,
 }
 
 impl ClientConfig {
     /// A configuration with the defaults: 120 s request timeout, 5 retries,
-    /// polling every 5 s without limit.
+    /// polling every 5 s without limit, 5 failed polls in a row tolerated.
     pub fn new(environment_url: impl Into<String>, credentials: Credentials) -> Self {
         Self {
             environment_url: environment_url.into(),
@@ -82,6 +86,7 @@ impl ClientConfig {
             retry: RetryPolicy::default(),
             poll_interval: Duration::from_secs(5),
             poll_timeout: None,
+            poll_failures_tolerated: 5,
         }
     }
 }
@@ -300,9 +305,28 @@ impl Client {
         id: Uuid,
     ) -> Result<AsyncOperation, DataverseError> {
         let started = Instant::now();
+        let mut failed_polls = 0u32;
+        let mut last_status = AsyncStatus::InProgress;
         loop {
-            let op = self.async_operation(id).await?;
-            if op.is_completed() {
+            let op = match self.async_operation(id).await {
+                Ok(op) => {
+                    failed_polls = 0;
+                    last_status = op.statuscode;
+                    Some(op)
+                }
+                Err(e)
+                    if e.is_transient()
+                        && failed_polls < self.inner.config.poll_failures_tolerated =>
+                {
+                    failed_polls += 1;
+                    tracing::warn!(%id, error = %e, failed_polls, "polling failed; polling on");
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(op) = op
+                && op.is_completed()
+            {
                 return match op.statuscode {
                     AsyncStatus::Succeeded => Ok(op),
                     status => Err(DataverseError::AsyncOperationFailed {
@@ -317,11 +341,11 @@ impl Client {
             {
                 return Err(DataverseError::AsyncOperationTimeout {
                     id,
-                    status: op.statuscode,
+                    status: last_status,
                     waited_secs: started.elapsed().as_secs(),
                 });
             }
-            tracing::debug!(%id, status = %op.statuscode, "asynchronous operation still running");
+            tracing::debug!(%id, status = %last_status, "asynchronous operation still running");
             tokio::time::sleep(self.inner.config.poll_interval).await;
         }
     }
@@ -334,6 +358,30 @@ impl Client {
         let started = self.import_solution_async(request).await?;
         self.wait_for_async_operation(started.async_operation_id)
             .await
+    }
+
+    /// `DeleteAndPromote`: replaces an installed managed solution with its
+    /// holding solution (`<name>_Upgrade`, imported with
+    /// [`ImportRequest::holding_solution`]), deleting the components the new
+    /// version dropped. Returns the promoted solution's id.
+    pub async fn delete_and_promote(&self, unique_name: &str) -> Result<Uuid, DataverseError> {
+        #[derive(Deserialize)]
+        struct Promoted {
+            #[serde(rename = "SolutionId")]
+            solution_id: Uuid,
+        }
+        let body = serde_json::to_vec(&json!({ "UniqueName": unique_name }))
+            .map_err(|e| DataverseError::Config(e.to_string()))?;
+        let raw = self
+            .send(
+                Method::POST,
+                "DeleteAndPromote",
+                &[],
+                Some(Bytes::from(body)),
+            )
+            .await?;
+        let promoted: Promoted = decode("DeleteAndPromote", &raw)?;
+        Ok(promoted.solution_id)
     }
 
     /// All rows of `environmentvariabledefinitions`.
@@ -417,7 +465,7 @@ impl Client {
         let mut retries = 0u32;
         let mut refreshed_after_401 = false;
         loop {
-            let token = inner.auth.token(&inner.http).await?;
+            let token = inner.auth.token(&inner.http, policy).await?;
             let mut req = inner
                 .http
                 .request(method.clone(), &url)

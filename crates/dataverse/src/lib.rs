@@ -9,6 +9,7 @@
 //! - [`client`]: [`Client`] and its [`ClientConfig`] / [`RetryPolicy`]:
 //!   `WhoAmI`, `solutions`, `ExportSolution`, `StageSolution`,
 //!   `ImportSolutionAsync` + polling `asyncoperations(<id>)`,
+//!   `DeleteAndPromote`,
 //!   `environmentvariabledefinitions`, `environmentvariablevalues`,
 //!   `connectionreferences`, `connections`.
 //! - [`auth`]: [`Credentials`]: OAuth 2.0 client credentials (token cached,

@@ -156,6 +156,34 @@ async fn a_401_fetches_a_new_token_once_and_retries() {
 }
 
 #[tokio::test]
+async fn the_token_endpoint_is_retried_like_the_web_api() {
+    let sim = sim(3600).await;
+    sim.set_token_faults(Faults {
+        server_error_every_nth: 1,
+        ..Faults::default()
+    });
+    let c = client(&sim);
+    let err = c.who_am_i().await.unwrap_err();
+    match &err {
+        DataverseError::Auth { message, .. } => {
+            assert!(message.contains("temporarily_unavailable"), "{message}")
+        }
+        other => panic!("expected an auth error, got {other:?}"),
+    }
+    assert_eq!(sim.token_stats().requests, 4, "1 attempt + 3 retries");
+
+    // Request 5 is throttled, its retry gets the token.
+    sim.set_token_faults(Faults {
+        throttle_every_nth: 5,
+        ..Faults::default()
+    });
+    c.who_am_i().await.unwrap();
+    let stats = sim.token_stats();
+    assert_eq!((stats.requests, stats.throttled), (6, 1));
+    assert_eq!(sim.tokens_issued(), 1);
+}
+
+#[tokio::test]
 async fn throttling_waits_for_retry_after_then_succeeds() {
     let sim = sim(3600).await;
     sim.set_faults(
@@ -374,6 +402,41 @@ async fn a_long_import_is_polled_to_its_end() {
 }
 
 #[tokio::test]
+async fn polling_a_long_import_outlives_failed_polls() {
+    let sim = sim(3600).await;
+    // Every other request fails and the client does not retry within a
+    // request: only the tolerance of failed polls gets the wait to the end.
+    sim.set_faults(
+        "dev",
+        Faults {
+            import_delay_ms: 600,
+            server_error_every_nth: 2,
+            ..Faults::default()
+        },
+    )
+    .unwrap();
+    let mut config = config_for(&sim, "s3cret");
+    config.retry.max_retries = 0;
+    config.poll_failures_tolerated = 1;
+    let c = Client::new(config.clone()).unwrap();
+    let op = c
+        .import_solution(&ImportRequest::new(app_zip("1.0.0.0")))
+        .await
+        .unwrap();
+    assert_eq!(op.statuscode, AsyncStatus::Succeeded);
+    assert!(sim.stats("dev").unwrap().server_errors >= 2);
+
+    // Without the tolerance the first failed poll ends the wait.
+    config.poll_failures_tolerated = 0;
+    let err = Client::new(config)
+        .unwrap()
+        .import_solution(&ImportRequest::new(app_zip("1.0.0.1")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(503), "{err}");
+}
+
+#[tokio::test]
 async fn a_failed_import_returns_dataverse_message() {
     let sim = sim(3600).await;
     let c = client(&sim);
@@ -422,6 +485,106 @@ async fn an_injected_import_failure_is_reported_with_its_message() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("FAILURE: disk full"), "{err}");
+}
+
+#[tokio::test]
+async fn a_holding_solution_is_staged_then_promoted_dropping_removed_components() {
+    let first = sim(3600).await;
+    let c = client(&first);
+    let tables = |version: &str, tables: &[&str]| {
+        let mut z = SolutionZip::new("Core", version)
+            .publisher("contoso", "cts")
+            .managed(true);
+        for t in tables {
+            z = z.root_component(1, t);
+        }
+        Bytes::from(z.build())
+    };
+    let needs = |name: &str, table: &str| {
+        Bytes::from(
+            SolutionZip::new(name, "1.0.0.0")
+                .managed(true)
+                .root_component(1, &format!("cts_{name}"))
+                .missing_dependency(
+                    DepEnd::new("1", table).solution("Core (1.0)"),
+                    DepEnd::new("1", &format!("cts_{name}")),
+                )
+                .build(),
+        )
+    };
+    let holding = |zip: Bytes| {
+        let mut r = ImportRequest::new(zip);
+        r.holding_solution = true;
+        r
+    };
+    // Nothing to hold over yet.
+    let err = c
+        .import_solution(&holding(tables("2.0.0.0", &["cts_a"])))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("install Core as managed first"),
+        "{err}"
+    );
+
+    c.import_solution(&ImportRequest::new(tables("1.0.0.0", &["cts_a", "cts_b"])))
+        .await
+        .unwrap();
+    c.import_solution(&holding(tables("2.0.0.0", &["cts_a"])))
+        .await
+        .unwrap();
+    let names: Vec<(String, String)> = c
+        .solutions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.unique_name, s.version))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("Core".to_string(), "1.0.0.0".to_string()),
+            ("Core_Upgrade".to_string(), "2.0.0.0".to_string())
+        ]
+    );
+    // Until promoted, cts_b is still there; no other version may be imported.
+    c.import_solution(&ImportRequest::new(needs("usesb", "cts_b")))
+        .await
+        .unwrap();
+    let err = c
+        .import_solution(&ImportRequest::new(tables("3.0.0.0", &["cts_a"])))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("DeleteAndPromote"), "{err}");
+
+    // cts_b is required by usesb: promotion refused, with the reason.
+    let err = c.delete_and_promote("Core").await.unwrap_err();
+    assert_eq!(err.status(), Some(400));
+    assert!(err.to_string().contains("usesb"), "{err}");
+
+    // In a fresh environment nothing needs cts_b: promotion drops it.
+    let sim2 = sim(3600).await;
+    let c = client(&sim2);
+    c.import_solution(&ImportRequest::new(tables("1.0.0.0", &["cts_a", "cts_b"])))
+        .await
+        .unwrap();
+    c.import_solution(&holding(tables("2.0.0.0", &["cts_a"])))
+        .await
+        .unwrap();
+    c.delete_and_promote("Core").await.unwrap();
+    let core = c.solution("Core").await.unwrap().unwrap();
+    assert_eq!(core.version, "2.0.0.0");
+    assert!(c.solution("Core_Upgrade").await.unwrap().is_none());
+    let err = c
+        .import_solution(&ImportRequest::new(needs("usesb", "cts_b")))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("schemaName=\"cts_b\""), "{err}");
+    c.import_solution(&ImportRequest::new(needs("usesa", "cts_a")))
+        .await
+        .unwrap();
+    let err = c.delete_and_promote("Core").await.unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
 }
 
 #[tokio::test]

@@ -1,11 +1,13 @@
 //! The HTTP surface: the Web API subset, the token endpoint and the admin
 //! endpoints (axum).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use axum::extract::rejection::FormRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -64,7 +66,13 @@ impl EnvRuntime {
     }
 
     pub(crate) fn stats(&self) -> EnvStats {
-        let c = &self.counters;
+        self.counters.stats()
+    }
+}
+
+impl Counters {
+    fn stats(&self) -> EnvStats {
+        let c = self;
         EnvStats {
             requests: c.requests.load(Ordering::Relaxed),
             unauthorized: c.unauthorized.load(Ordering::Relaxed),
@@ -90,6 +98,9 @@ pub(crate) struct AppState {
     token_lifetime: Duration,
     tokens: Mutex<HashMap<String, Issued>>,
     pub(crate) tokens_issued: AtomicU64,
+    /// Faults of the token endpoint (`token_faults`), and its counters.
+    pub(crate) token_faults: Mutex<Faults>,
+    token_counters: Counters,
     /// Imports run one at a time, as in one Dataverse environment.
     import_lock: tokio::sync::Mutex<()>,
 }
@@ -119,12 +130,19 @@ impl AppState {
             token_lifetime: Duration::from_secs(config.token_lifetime_secs),
             tokens: Mutex::new(HashMap::new()),
             tokens_issued: AtomicU64::new(0),
+            token_faults: Mutex::new(config.token_faults.clone()),
+            token_counters: Counters::default(),
             import_lock: tokio::sync::Mutex::new(()),
         }
     }
 
     pub(crate) fn env(&self, name: &str) -> Option<&Arc<EnvRuntime>> {
         self.envs.get(&name.to_ascii_lowercase())
+    }
+
+    /// Requests to the token endpoint and the faults injected there.
+    pub(crate) fn token_stats(&self) -> EnvStats {
+        self.token_counters.stats()
     }
 
     pub(crate) fn revoke_tokens(&self) {
@@ -137,46 +155,13 @@ impl AppState {
     /// Environment lookup, bearer check, request counting and fault injection,
     /// in that order, for every Web API request.
     async fn guard(&self, env: &str, headers: &HeaderMap) -> Result<Arc<EnvRuntime>, ApiError> {
-        let rt = self
-            .env(env)
-            .ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "environment {env} does not exist in this simulator"
-                ))
-            })?
-            .clone();
+        let rt = known_env(self, env)?.clone();
         let n = rt.counters.requests.fetch_add(1, Ordering::Relaxed) + 1;
         if let Err(e) = self.check_bearer(&rt.name, headers) {
             rt.counters.unauthorized.fetch_add(1, Ordering::Relaxed);
             return Err(e);
         }
-        let faults = rt.faults();
-        if faults.response_delay_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(faults.response_delay_ms)).await;
-        }
-        if faults.throttle_every_nth > 0 && n % faults.throttle_every_nth == 0 {
-            rt.counters.throttled.fetch_add(1, Ordering::Relaxed);
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                codes::THROTTLED,
-                "Number of requests exceeded the limit of 6000 over time window of 300 seconds.",
-            );
-            e.retry_after = Some(faults.retry_after_secs);
-            return Err(e);
-        }
-        if faults.server_error_every_nth > 0 && n % faults.server_error_every_nth == 0 {
-            rt.counters.server_errors.fetch_add(1, Ordering::Relaxed);
-            let status = faults
-                .server_error_status
-                .and_then(|s| StatusCode::from_u16(s).ok())
-                .filter(StatusCode::is_server_error)
-                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            return Err(ApiError::new(
-                status,
-                codes::GENERIC,
-                "injected server error (simulator fault injection)",
-            ));
-        }
+        inject_faults(&rt.faults(), n, &rt.counters).await?;
         Ok(rt)
     }
 
@@ -208,15 +193,53 @@ impl AppState {
     }
 }
 
+/// Applies injected delay, 429 and 5xx to request number `n` (1-based) of
+/// one endpoint, counting what it injects.
+async fn inject_faults(faults: &Faults, n: u64, counters: &Counters) -> Result<(), ApiError> {
+    if faults.response_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.response_delay_ms)).await;
+    }
+    if faults.throttle_every_nth > 0 && n.is_multiple_of(faults.throttle_every_nth) {
+        counters.throttled.fetch_add(1, Ordering::Relaxed);
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            codes::THROTTLED,
+            "Number of requests exceeded the limit of 6000 over time window of 300 seconds.",
+        );
+        e.retry_after = Some(faults.retry_after_secs);
+        return Err(e);
+    }
+    if faults.server_error_every_nth > 0 && n.is_multiple_of(faults.server_error_every_nth) {
+        counters.server_errors.fetch_add(1, Ordering::Relaxed);
+        let status = faults
+            .server_error_status
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .filter(StatusCode::is_server_error)
+            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return Err(ApiError::new(
+            status,
+            codes::GENERIC,
+            "injected server error (simulator fault injection)",
+        ));
+    }
+    Ok(())
+}
+
 /// Builds the router.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/{env}/oauth2/v2.0/token", post(token))
         .route("/_admin/tokens", axum::routing::delete(revoke))
+        .route(
+            "/_admin/_token/faults",
+            put(put_token_faults).get(get_token_faults),
+        )
+        .route("/_admin/_token/stats", get(get_token_stats))
         .route("/_admin/{env}/faults", put(put_faults).get(get_faults))
         .route("/_admin/{env}/stats", get(get_stats))
         .route("/{env}/api/data/v9.2/{resource}", get(read).post(action))
         .fallback(no_route)
+        .method_not_allowed_fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -250,8 +273,40 @@ fn oauth_error(status: StatusCode, error: &str, description: String) -> Response
 async fn token(
     State(state): State<Arc<AppState>>,
     Path(_tenant): Path<String>,
-    Form(form): Form<TokenForm>,
+    form: Result<Form<TokenForm>, FormRejection>,
 ) -> Response {
+    let n = state
+        .token_counters
+        .requests
+        .fetch_add(1, Ordering::Relaxed)
+        + 1;
+    let faults = state
+        .token_faults
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    if let Err(e) = inject_faults(&faults, n, &state.token_counters).await {
+        // Entra ID's shape: an OAuth error, with Retry-After on 429.
+        let mut resp = oauth_error(e.status, "temporarily_unavailable", e.message);
+        if let Some(secs) = e.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        return resp;
+    }
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(e) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!(
+                    "the token request must be an application/x-www-form-urlencoded form \
+                     (grant_type, client_id, client_secret, scope): {e}"
+                ),
+            );
+        }
+    };
     if form.grant_type.as_deref() != Some("client_credentials") {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -318,10 +373,19 @@ async fn token(
 
 // ---- admin ------------------------------------------------------------------
 
-fn admin_env<'a>(state: &'a AppState, env: &str) -> Result<&'a Arc<EnvRuntime>, ApiError> {
+/// The environment named in a path, or the OData 404 that says it is unknown.
+fn known_env<'a>(state: &'a AppState, env: &str) -> Result<&'a Arc<EnvRuntime>, ApiError> {
     state.env(env).ok_or_else(|| {
         ApiError::not_found(format!(
             "environment {env} does not exist in this simulator"
+        ))
+    })
+}
+
+fn parse_faults(body: &[u8]) -> Result<Faults, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "faults body is not valid: {e}; send JSON with the keys of [environments.faults]"
         ))
     })
 }
@@ -331,26 +395,52 @@ async fn put_faults(
     Path(env): Path<String>,
     body: Bytes,
 ) -> Result<Json<Faults>, ApiError> {
-    let rt = admin_env(&state, &env)?;
-    let faults: Faults = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("faults body is not valid: {e}")))?;
+    let rt = known_env(&state, &env)?;
+    let faults = parse_faults(&body)?;
     *rt.faults.lock().unwrap_or_else(PoisonError::into_inner) = faults.clone();
     tracing::info!(env = %rt.name, ?faults, "faults set");
     Ok(Json(faults))
+}
+
+async fn put_token_faults(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Json<Faults>, ApiError> {
+    let faults = parse_faults(&body)?;
+    *state
+        .token_faults
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = faults.clone();
+    tracing::info!(?faults, "token endpoint faults set");
+    Ok(Json(faults))
+}
+
+async fn get_token_faults(State(state): State<Arc<AppState>>) -> Json<Faults> {
+    Json(
+        state
+            .token_faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone(),
+    )
+}
+
+async fn get_token_stats(State(state): State<Arc<AppState>>) -> Json<EnvStats> {
+    Json(state.token_stats())
 }
 
 async fn get_faults(
     State(state): State<Arc<AppState>>,
     Path(env): Path<String>,
 ) -> Result<Json<Faults>, ApiError> {
-    Ok(Json(admin_env(&state, &env)?.faults()))
+    Ok(Json(known_env(&state, &env)?.faults()))
 }
 
 async fn get_stats(
     State(state): State<Arc<AppState>>,
     Path(env): Path<String>,
 ) -> Result<Json<EnvStats>, ApiError> {
-    Ok(Json(admin_env(&state, &env)?.stats()))
+    Ok(Json(known_env(&state, &env)?.stats()))
 }
 
 async fn revoke(State(state): State<Arc<AppState>>) -> StatusCode {
@@ -582,9 +672,10 @@ async fn action(
         "ExportSolution" => export_solution(&state, &rt, &headers, &body).await,
         "StageSolution" => stage_solution(&state, &rt, &headers, &body).await,
         "ImportSolutionAsync" => import_solution_async(&state, &rt, &headers, &body).await,
+        "DeleteAndPromote" => delete_and_promote(&state, &rt, &headers, &body).await,
         other => Err(ApiError::not_found(format!(
             "Resource not found for the segment '{other}'. The simulator's actions are \
-             ExportSolution, StageSolution and ImportSolutionAsync"
+             ExportSolution, StageSolution, ImportSolutionAsync and DeleteAndPromote"
         ))),
     }
 }
@@ -647,10 +738,12 @@ async fn export_solution(
     })))
 }
 
+/// Borrows the base64 text from the request body (no copy unless escaped).
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct FileBody {
-    customization_file: String,
+struct FileBody<'a> {
+    #[serde(borrow)]
+    customization_file: Cow<'a, str>,
 }
 
 async fn stage_solution(
@@ -747,8 +840,9 @@ async fn import_solution_async(
 ) -> Result<Json<Value>, ApiError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "PascalCase")]
-    struct ImportBody {
-        customization_file: String,
+    struct ImportBody<'a> {
+        #[serde(borrow)]
+        customization_file: Cow<'a, str>,
         #[serde(default)]
         holding_solution: Option<bool>,
         #[serde(default)]
@@ -802,6 +896,43 @@ async fn import_solution_async(
     })))
 }
 
+/// `DeleteAndPromote` {UniqueName}: the holding solution replaces the base.
+async fn delete_and_promote(
+    state: &AppState,
+    rt: &EnvRuntime,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Json<Value>, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct PromoteBody {
+        unique_name: String,
+    }
+    let req: PromoteBody = parse_body("DeleteAndPromote", body)?;
+    let env = rt.name.as_str();
+    let name = req.unique_name.as_str();
+    let _one_at_a_time = state.import_lock.lock().await;
+    engine::check_promote(&state.store, env, name)
+        .await
+        .map_err(|r| {
+            let status = if r.code == codes::OBJECT_DOES_NOT_EXIST {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            ApiError::new(status, r.code, r.message)
+        })?;
+    let id = state
+        .store
+        .promote(env, name, &engine::holding_name(name))
+        .await?;
+    tracing::info!(env, solution = name, "holding solution promoted");
+    Ok(Json(json!({
+        "@odata.context": context(headers, env, "Microsoft.Dynamics.CRM.DeleteAndPromoteResponse"),
+        "SolutionId": id,
+    })))
+}
+
 /// The body of an import job: delay, injected failure, then the real rules.
 async fn run_import(
     state: &AppState,
@@ -831,11 +962,7 @@ pub(crate) async fn install(
 ) -> Result<String, Refusal> {
     let solution = engine::read_solution(zip)?;
     let write = engine::plan_import(store, env, platform, zip, &solution, options).await?;
-    store.apply_import(&write).await.map_err(|e| Refusal {
-        code: codes::GENERIC,
-        message: format!("simulator database error: {e}"),
-        missing: Vec::new(),
-    })?;
+    store.apply_import(&write).await?;
     tracing::info!(env, solution = %solution.unique_name, version = %solution.version, "solution imported");
     Ok(solution.unique_name)
 }

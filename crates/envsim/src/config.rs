@@ -30,6 +30,12 @@ pub struct Config {
     /// expiry (for a client configured with a static token). Default none.
     #[serde(default)]
     pub dev_tokens: Vec<String>,
+    /// `[token_faults]`: faults of the token endpoint (`response_delay_ms`,
+    /// `throttle_every_nth`, `retry_after_secs`, `server_error_every_nth`,
+    /// `server_error_status`; the import keys do not apply). Also settable
+    /// at run time with `PUT /_admin/_token/faults`.
+    #[serde(default)]
+    pub token_faults: Faults,
     /// `[[clients]]`: app registrations allowed to use the token endpoint.
     #[serde(default)]
     pub clients: Vec<ClientCredentials>,
@@ -200,6 +206,7 @@ impl Config {
             token_lifetime_secs: default_token_lifetime(),
             dev_tokens: Vec::new(),
             clients: Vec::new(),
+            token_faults: Faults::default(),
             environments: Vec::new(),
         }
     }
@@ -217,8 +224,10 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| {
             SimError::Config(format!("cannot read config file {}: {e}", path.display()))
         })?;
-        let mut config = Self::from_toml(&text)
-            .map_err(|e| SimError::Config(format!("{}: {e}", path.display())))?;
+        let mut config = Self::from_toml(&text).map_err(|e| match e {
+            SimError::Config(m) => SimError::Config(format!("{}: {m}", path.display())),
+            other => other,
+        })?;
         let dir = path.parent().unwrap_or(Path::new("."));
         if let DataLocation::File(p) = &mut config.data
             && p.is_relative()

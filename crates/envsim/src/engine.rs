@@ -25,6 +25,12 @@ pub struct Refusal {
     pub missing: Vec<slipway_solution::MissingDependency>,
 }
 
+impl From<sqlx::Error> for Refusal {
+    fn from(e: sqlx::Error) -> Self {
+        Self::new(format!("simulator database error: {e}"))
+    }
+}
+
 impl Refusal {
     fn new(message: impl Into<String>) -> Self {
         Self {
@@ -60,7 +66,7 @@ pub enum ComponentParameter {
 /// The options of one import.
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
-    /// `HoldingSolution` (refused: see crate docs).
+    /// `HoldingSolution`: stage as `<name>_Upgrade` for `DeleteAndPromote`.
     pub holding_solution: bool,
     /// `ComponentParameters`.
     pub component_parameters: Vec<ComponentParameter>,
@@ -140,6 +146,36 @@ pub fn registered_keys(s: &Solution) -> BTreeSet<Key> {
     keys
 }
 
+/// Dataverse's name of a component type code, for messages (the code itself
+/// when it is not a common one).
+fn component_type_name(code: &str) -> String {
+    let name = match code {
+        "1" => "Entity",
+        "2" => "Attribute",
+        "3" => "Relationship",
+        "9" => "OptionSet",
+        "20" => "Role",
+        "24" => "Form",
+        "26" => "SavedQuery",
+        "29" => "Workflow",
+        "59" => "SavedQueryVisualization",
+        "60" => "SystemForm",
+        "61" => "WebResource",
+        "62" => "SiteMap",
+        "66" => "CustomControl",
+        "80" => "AppModule",
+        "90" => "PluginType",
+        "91" => "PluginAssembly",
+        "92" => "SDKMessageProcessingStep",
+        "300" => "CanvasApp",
+        "372" => "Connector",
+        "380" => "EnvironmentVariableDefinition",
+        "381" => "EnvironmentVariableValue",
+        other => return format!("type {other}"),
+    };
+    name.to_string()
+}
+
 /// `solution="Name (1.2.3)"` -> `Name`.
 fn solution_unique_name(s: &str) -> &str {
     s.split(" (").next().unwrap_or(s).trim()
@@ -193,37 +229,34 @@ pub fn missing_dependencies_message(
 /// Checks an import against the environment and, when it is acceptable,
 /// returns what to write. The rules, in order:
 ///
-/// 1. holding solutions are refused (not simulated), and so are packages
-///    exported from a newer platform than the configured `platform_version`;
+/// 1. packages exported from a newer platform than the configured
+///    `platform_version` are refused;
 /// 2. the installed and imported solution must both be managed or both
 ///    unmanaged (Dataverse's "Import can only update solutions when the modes
 ///    match");
 /// 3. a lower version than the installed one is refused;
-/// 4. every `MissingDependency` of the package must resolve: a component
+/// 4. a holding import needs the solution installed as managed, a managed
+///    package of a higher version and no other pending holding solution (and
+///    nothing but `DeleteAndPromote` may follow a pending one); a managed
+///    package may not contain a component an unmanaged solution registered;
+/// 5. every `MissingDependency` of the package must resolve: a component
 ///    registered by another installed solution (by `ComponentKey`), or one
 ///    whose `solution="Name (..)"` is a configured platform solution;
-/// 5. an upgrade (managed over managed) must not remove a component another
+/// 6. an upgrade (managed over managed) must not remove a component another
 ///    installed solution requires;
-/// 6. `ComponentParameters` must name environment variables and connection
+/// 7. `ComponentParameters` must name environment variables and connection
 ///    references the package or environment defines, values must fit the
 ///    variable's type, and a connection reference must be bound to an
 ///    existing connection of its connector whose status is `Connected`.
-pub(crate) async fn plan_import(
+pub(crate) async fn plan_import<'z>(
     store: &Store,
     env: &str,
     platform: &Platform,
-    zip: &[u8],
+    zip: &'z [u8],
     solution: &Solution,
     options: &ImportOptions,
-) -> Result<ImportWrite, Refusal> {
-    let db = |e: sqlx::Error| Refusal::new(format!("simulator database error: {e}"));
+) -> Result<ImportWrite<'z>, Refusal> {
     let name = solution.unique_name.as_str();
-    if options.holding_solution {
-        return Err(Refusal::new(
-            "holding solutions are not supported by the simulator; import without HoldingSolution: \
-             a managed import over an installed managed solution upgrades it in one step",
-        ));
-    }
     if let (Some(platform_version), Some(written)) = (&platform.version, &solution.package_version)
         && Version::parse(written).is_ok_and(|v| v > *platform_version)
     {
@@ -233,7 +266,7 @@ pub(crate) async fn plan_import(
              environment at that version or later"
         )));
     }
-    let installed = store.installed(env, name).await.map_err(db)?;
+    let installed = store.installed(env, name).await?;
     if let Some(i) = &installed {
         if i.managed != solution.managed {
             let (was, now) = if i.managed {
@@ -258,12 +291,67 @@ pub(crate) async fn plan_import(
         }
     }
 
-    // Dependencies.
-    let components = store.components(env).await.map_err(db)?;
+    // Holding solutions: `<name>_Upgrade`, staged beside the installed
+    // managed version until `DeleteAndPromote`.
+    let holding_name = holding_name(name);
+    let pending = store.installed(env, &holding_name).await?.is_some();
+    if options.holding_solution {
+        let Some(base) = installed.as_ref().filter(|i| i.managed && solution.managed) else {
+            return Err(Refusal::new(format!(
+                "Solution {name} cannot be imported as a holding solution: HoldingSolution stages an \
+                 upgrade of a managed solution that is installed; install {name} as managed first, \
+                 or import without HoldingSolution"
+            )));
+        };
+        if Version::parse(&base.version).is_ok_and(|v| solution.version <= v) {
+            return Err(Refusal::new(format!(
+                "The import solution must have a higher version than the existing solution it is \
+                 upgrading: {name} {} is installed, the package is {}",
+                base.version, solution.version
+            )));
+        }
+    }
+    if pending {
+        return Err(Refusal::new(format!(
+            "Solution {name} has a pending upgrade (holding solution {holding_name}); apply it with \
+             DeleteAndPromote before importing {name} again"
+        )));
+    }
+    // The solution row this import writes.
+    let target = if options.holding_solution {
+        holding_name.as_str()
+    } else {
+        name
+    };
+
+    let components = store.components(env).await?;
     let own_keys = registered_keys(solution);
+
+    // A managed package must not take over components with an unmanaged base.
+    if solution.managed {
+        let unmanaged = store.unmanaged_solutions(env).await?;
+        let clash = components.iter().find(|(owner, k)| {
+            !owner.eq_ignore_ascii_case(target)
+                && own_keys.contains(k)
+                && unmanaged.iter().any(|u| u.eq_ignore_ascii_case(owner))
+        });
+        if let Some((owner, (t, n))) = clash {
+            let kind = component_type_name(t);
+            return Err(Refusal::new(format!(
+                "A managed solution cannot overwrite the {kind} component {n} which has an unmanaged \
+                 base instance (installed by unmanaged solution {owner}). The most likely scenario \
+                 for this error is that an unmanaged solution has installed a new unmanaged {kind} \
+                 component on the target system, and now a managed solution is trying to install \
+                 that same {kind} component as managed. This will cause an invalid layering of \
+                 solutions on the target system and is not allowed."
+            )));
+        }
+    }
+
+    // Dependencies.
     let present: HashSet<&Key> = components
         .iter()
-        .filter(|(owner, _)| !owner.eq_ignore_ascii_case(name))
+        .filter(|(owner, _)| !owner.eq_ignore_ascii_case(target))
         .map(|(_, k)| k)
         .chain(own_keys.iter())
         .collect();
@@ -288,28 +376,11 @@ pub(crate) async fn plan_import(
     }
 
     // Upgrade must not remove what others require.
-    let upgrade = installed.as_ref().is_some_and(|i| i.managed) && solution.managed;
+    let upgrade = installed.as_ref().is_some_and(|i| i.managed)
+        && solution.managed
+        && !options.holding_solution;
     if upgrade {
-        let requirements = store.requirements(env).await.map_err(db)?;
-        let removed: Vec<&Key> = components
-            .iter()
-            .filter(|(owner, k)| owner.eq_ignore_ascii_case(name) && !own_keys.contains(k))
-            .map(|(_, k)| k)
-            .collect();
-        let blocked: Vec<String> = requirements
-            .iter()
-            .filter(|(owner, k)| !owner.eq_ignore_ascii_case(name) && removed.contains(&k))
-            .map(|(owner, (t, n))| {
-                format!("component {n} (type {t}) is required by solution {owner}")
-            })
-            .collect();
-        if !blocked.is_empty() {
-            return Err(Refusal::new(format!(
-                "Solution {name} cannot be upgraded: the new version removes components that other \
-                 solutions depend on: {}. Remove those dependencies first.",
-                blocked.join("; ")
-            )));
-        }
+        check_removals(store, env, name, &components, &own_keys, &[name]).await?;
     }
 
     let (env_var_values, connection_bindings) =
@@ -322,7 +393,7 @@ pub(crate) async fn plan_import(
         .collect();
     Ok(ImportWrite {
         env: env.to_string(),
-        unique_name: name.to_string(),
+        unique_name: target.to_string(),
         friendly_name: solution
             .localized_names
             .first()
@@ -330,7 +401,7 @@ pub(crate) async fn plan_import(
         version: solution.version.to_string(),
         managed: solution.managed,
         publisher: solution.publisher.unique_name.clone(),
-        zip: zip.to_vec(),
+        zip,
         replace_components: upgrade,
         components: own_keys,
         requirements,
@@ -366,6 +437,68 @@ pub(crate) async fn plan_import(
     })
 }
 
+/// The name of the holding solution that stages an upgrade of `name`.
+pub fn holding_name(name: &str) -> String {
+    format!("{name}_Upgrade")
+}
+
+/// Refuses an upgrade of `name` to a version registering `new_keys` when a
+/// component it would drop is required by a solution other than `except`.
+async fn check_removals(
+    store: &Store,
+    env: &str,
+    name: &str,
+    components: &[(String, Key)],
+    new_keys: &BTreeSet<Key>,
+    except: &[&str],
+) -> Result<(), Refusal> {
+    let requirements = store.requirements(env).await?;
+    let removed: Vec<&Key> = components
+        .iter()
+        .filter(|(owner, k)| owner.eq_ignore_ascii_case(name) && !new_keys.contains(k))
+        .map(|(_, k)| k)
+        .collect();
+    let blocked: Vec<String> = requirements
+        .iter()
+        .filter(|(owner, k)| {
+            !except.iter().any(|e| owner.eq_ignore_ascii_case(e)) && removed.contains(&k)
+        })
+        .map(|(owner, (t, n))| format!("component {n} (type {t}) is required by solution {owner}"))
+        .collect();
+    if blocked.is_empty() {
+        Ok(())
+    } else {
+        Err(Refusal::new(format!(
+            "Solution {name} cannot be upgraded: the new version removes components that other \
+             solutions depend on: {}. Remove those dependencies first.",
+            blocked.join("; ")
+        )))
+    }
+}
+
+/// `DeleteAndPromote`: checks that `name` has a holding solution and that
+/// the components the holding version drops are not required elsewhere.
+pub(crate) async fn check_promote(store: &Store, env: &str, name: &str) -> Result<(), Refusal> {
+    let holding = holding_name(name);
+    if store.installed(env, &holding).await?.is_none() {
+        return Err(Refusal {
+            code: codes::OBJECT_DOES_NOT_EXIST,
+            message: format!(
+                "Solution {name} has no holding solution {holding} to promote; import the new \
+                 version with HoldingSolution first"
+            ),
+            missing: Vec::new(),
+        });
+    }
+    let components = store.components(env).await?;
+    let new_keys: BTreeSet<Key> = components
+        .iter()
+        .filter(|(owner, _)| owner.eq_ignore_ascii_case(&holding))
+        .map(|(_, k)| k.clone())
+        .collect();
+    check_removals(store, env, name, &components, &new_keys, &[name, &holding]).await
+}
+
 type Parameters = (Vec<(String, String)>, Vec<(String, String)>);
 
 async fn check_parameters(
@@ -374,7 +507,6 @@ async fn check_parameters(
     solution: &Solution,
     options: &ImportOptions,
 ) -> Result<Parameters, Refusal> {
-    let db = |e: sqlx::Error| Refusal::new(format!("simulator database error: {e}"));
     let name = &solution.unique_name;
     let mut values = Vec::new();
     let mut bindings = Vec::new();
@@ -393,7 +525,7 @@ async fn check_parameters(
         .iter()
         .any(|p| matches!(p, ComponentParameter::EnvironmentVariableValue { .. }));
     if needs_vars {
-        var_types.extend(store.env_var_types(env).await.map_err(db)?);
+        var_types.extend(store.env_var_types(env).await?);
     }
     let mut connections: Option<Vec<ConnectionConfig>> = None;
     for p in &options.component_parameters {
@@ -416,12 +548,7 @@ async fn check_parameters(
                 connectionid,
             } => {
                 if refs.len() == solution.connection_references.len() {
-                    refs.extend(
-                        store
-                            .connection_reference_connectors(env)
-                            .await
-                            .map_err(db)?,
-                    );
+                    refs.extend(store.connection_reference_connectors(env).await?);
                 }
                 let Some((_, connector)) =
                     refs.iter().find(|(l, _)| l.eq_ignore_ascii_case(logical))
@@ -432,7 +559,7 @@ async fn check_parameters(
                     )));
                 };
                 if connections.is_none() {
-                    connections = Some(store.connections(env).await.map_err(db)?);
+                    connections = Some(store.connections(env).await?);
                 }
                 let available = connections.as_deref().unwrap_or_default();
                 let Some(conn) = available.iter().find(|c| c.id == *connectionid) else {

@@ -18,6 +18,26 @@ pub enum SimError {
     /// The schema could not be created or upgraded.
     #[error("cannot migrate the simulator database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The SQLite file could not be opened or created.
+    #[error(
+        "cannot open the simulator database {path}: {error}; check that its directory exists and is writable, or use --data :memory:"
+    )]
+    Open {
+        /// The file.
+        path: String,
+        /// Why (kept in the message, not as a source, so it prints once).
+        error: sqlx::Error,
+    },
+    /// The listen address could not be bound.
+    #[error(
+        "cannot listen on {addr}: {error}; choose another address with --listen or `listen` (port 0 picks a free one)"
+    )]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
     /// Binding or serving failed.
     #[error("simulator i/o error: {0}")]
     Io(#[from] std::io::Error),

@@ -12,7 +12,8 @@
 //!   `asyncoperations(<id>)`, `environmentvariabledefinitions`,
 //!   `environmentvariablevalues`, `connectionreferences`, `connections`
 //!   (GET with `$select` and a `$filter` subset: `field eq literal [and ...]`),
-//!   and the actions `ExportSolution`, `StageSolution`, `ImportSolutionAsync`.
+//!   and the actions `ExportSolution`, `StageSolution`, `ImportSolutionAsync`,
+//!   `DeleteAndPromote`.
 //!   `POST /{tenant}/oauth2/v2.0/token` issues opaque tokens for the
 //!   client-credentials grant; `/_admin/...` sets faults and reads counters.
 //! - [`engine`]: the import rules (listed in the README and on `plan_import`),
@@ -31,7 +32,10 @@
 //! - Managed over managed is a one-step upgrade (like `StageAndUpgrade`):
 //!   components the new version dropped are unregistered, and refused if
 //!   another installed solution requires them. Unmanaged over unmanaged
-//!   merges (unmanaged imports never delete). `HoldingSolution` is refused.
+//!   merges (unmanaged imports never delete). `HoldingSolution` stages the
+//!   package as `<name>_Upgrade`; `DeleteAndPromote` applies it as an
+//!   upgrade. A managed package may not contain a component that an
+//!   installed unmanaged solution registered.
 //! - Imports run one at a time per simulator, after the configured delay;
 //!   a restart fails operations that were running.
 //! - `ExportSolution` returns the zip the solution was imported from;
@@ -105,7 +109,9 @@ impl EnvSim {
         let addr = config
             .listen
             .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|error| SimError::Bind { addr, error })?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let app = api::router(state.clone());
@@ -153,7 +159,16 @@ async fn seed_solution(
     )
     .await
     .map(|_| ())
-    .map_err(|r| seed_err(r.message))
+    .map_err(|r| {
+        let hint = if r.missing.is_empty() {
+            ""
+        } else {
+            "; list the solutions that provide these components earlier in \
+             [[environments.solutions]], or name first-party ones (the solution=\"Name (..)\" \
+             of each dependency) in platform_solutions"
+        };
+        seed_err(format!("{}{hint}", r.message))
+    })
 }
 
 /// A running simulator. Dropping it without [`Running::shutdown`] aborts the
@@ -198,6 +213,20 @@ impl Running {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = faults;
         Ok(())
+    }
+
+    /// Replaces the token endpoint's faults (as `PUT /_admin/_token/faults` does).
+    pub fn set_token_faults(&self, faults: Faults) {
+        *self
+            .state
+            .token_faults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = faults;
+    }
+
+    /// The token endpoint's request counters.
+    pub fn token_stats(&self) -> EnvStats {
+        self.state.token_stats()
     }
 
     /// An environment's request counters.

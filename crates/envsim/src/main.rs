@@ -30,10 +30,11 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    let mut config = Config::from_file(&args.config)
-        .with_context(|| format!("loading {}", args.config.display()))?;
+    let mut config =
+        Config::from_file(&args.config).context("cannot load the simulator configuration")?;
     if let Some(data) = args.data {
         config.data = DataLocation::from(data);
     }

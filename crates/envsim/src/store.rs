@@ -52,14 +52,15 @@ pub struct EnvVarDefinition {
 
 /// Everything an accepted import writes (see `engine`).
 #[derive(Debug, Clone)]
-pub struct ImportWrite {
+pub struct ImportWrite<'a> {
     pub env: String,
     pub unique_name: String,
     pub friendly_name: Option<String>,
     pub version: String,
     pub managed: bool,
     pub publisher: String,
-    pub zip: Vec<u8>,
+    /// The package as received (stored for `ExportSolution`).
+    pub zip: &'a [u8],
     /// Replace the solution's components (upgrade) instead of merging (update).
     pub replace_components: bool,
     pub components: BTreeSet<Key>,
@@ -106,7 +107,13 @@ impl Store {
                 SqlitePoolOptions::new().max_connections(4),
             ),
         };
-        let pool = pool_options.connect_with(options).await?;
+        let pool = pool_options
+            .connect_with(options)
+            .await
+            .map_err(|error| SimError::Open {
+                path: String::from(data.clone()),
+                error,
+            })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
     }
@@ -227,24 +234,34 @@ impl Store {
 
     /// Components registered by installed solutions, with their owner.
     pub async fn components(&self, env: &str) -> Result<Vec<(String, Key)>, sqlx::Error> {
-        let rows =
-            sqlx::query("SELECT solution, component_type, name FROM components WHERE env = ?")
-                .bind(env)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.get(0), (r.get(1), r.get(2))))
-            .collect())
+        self.keys_by_solution("components", env).await
+    }
+
+    /// Unique names of the installed unmanaged solutions.
+    pub async fn unmanaged_solutions(&self, env: &str) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT unique_name FROM solutions WHERE env = ? AND managed = 0")
+            .bind(env)
+            .fetch_all(&self.pool)
+            .await
     }
 
     /// What installed solutions require from others, with the requirer.
     pub async fn requirements(&self, env: &str) -> Result<Vec<(String, Key)>, sqlx::Error> {
-        let rows =
-            sqlx::query("SELECT solution, component_type, name FROM requirements WHERE env = ?")
-                .bind(env)
-                .fetch_all(&self.pool)
-                .await?;
+        self.keys_by_solution("requirements", env).await
+    }
+
+    /// (solution, key) rows of `components` or `requirements`.
+    async fn keys_by_solution(
+        &self,
+        table: &'static str,
+        env: &str,
+    ) -> Result<Vec<(String, Key)>, sqlx::Error> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT solution, component_type, name FROM {table} WHERE env = ?"
+        )))
+        .bind(env)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
             .map(|r| (r.get(0), (r.get(1), r.get(2))))
@@ -275,7 +292,7 @@ impl Store {
     }
 
     /// Writes an accepted import in one transaction.
-    pub async fn apply_import(&self, w: &ImportWrite) -> Result<(), sqlx::Error> {
+    pub async fn apply_import(&self, w: &ImportWrite<'_>) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let env = w.env.as_str();
         let name = w.unique_name.as_str();
@@ -295,7 +312,7 @@ impl Store {
         .bind(w.managed)
         .bind(&w.publisher)
         .bind(now())
-        .bind(&w.zip)
+        .bind(w.zip)
         .execute(&mut *tx)
         .await?;
 
@@ -441,6 +458,44 @@ impl Store {
         tx.commit().await
     }
 
+    /// `DeleteAndPromote`: the holding solution `holding` replaces `name`:
+    /// what `name` registered goes (definitions and references the holding
+    /// version took over stay), then every row of `holding` is renamed.
+    /// Returns the promoted solution's id.
+    pub async fn promote(&self, env: &str, name: &str, holding: &str) -> Result<Uuid, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        for sql in [
+            "DELETE FROM components WHERE env = ?1 AND solution = ?2",
+            "DELETE FROM requirements WHERE env = ?1 AND solution = ?2",
+            "DELETE FROM env_var_values WHERE env = ?1 AND schema_name IN
+               (SELECT schema_name FROM env_var_definitions WHERE env = ?1 AND solution = ?2)",
+            "DELETE FROM env_var_definitions WHERE env = ?1 AND solution = ?2",
+            "DELETE FROM connection_references WHERE env = ?1 AND solution = ?2",
+            "DELETE FROM solutions WHERE env = ?1 AND unique_name = ?2",
+            "UPDATE solutions SET unique_name = ?2 WHERE env = ?1 AND unique_name = ?3",
+            "UPDATE components SET solution = ?2 WHERE env = ?1 AND solution = ?3",
+            "UPDATE requirements SET solution = ?2 WHERE env = ?1 AND solution = ?3",
+            "UPDATE env_var_definitions SET solution = ?2 WHERE env = ?1 AND solution = ?3",
+            "UPDATE connection_references SET solution = ?2 WHERE env = ?1 AND solution = ?3",
+        ] {
+            sqlx::query(sql)
+                .bind(env)
+                .bind(name)
+                .bind(holding)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let id: String = sqlx::query_scalar(
+            "SELECT solution_id FROM solutions WHERE env = ? AND unique_name = ?",
+        )
+        .bind(env)
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(uuid_of(&id))
+    }
+
     /// Column names and rows of an entity set, with Dataverse's column names.
     /// `None` for an entity set the simulator does not serve.
     pub async fn entity_rows(
@@ -506,11 +561,7 @@ impl Store {
                     ("status", Kind::Text),
                 ],
             ),
-            "asyncoperations" => (
-                "SELECT id, name, statecode, statuscode, message, friendlymessage, created_on, completed_on
-                 FROM async_operations WHERE env = ? ORDER BY created_on",
-                ASYNC_COLUMNS,
-            ),
+            "asyncoperations" => (ASYNC_SELECT_ALL, ASYNC_COLUMNS),
             _ => return Ok(None),
         };
         let rows = sqlx::query(sql).bind(env).fetch_all(&self.pool).await?;
@@ -526,14 +577,11 @@ impl Store {
         env: &str,
         id: Uuid,
     ) -> Result<Option<Map<String, Value>>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT id, name, statecode, statuscode, message, friendlymessage, created_on, completed_on
-             FROM async_operations WHERE env = ? AND id = ?",
-        )
-        .bind(env)
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{ASYNC_SELECT} AND id = ?")))
+            .bind(env)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(|r| to_json(&r, ASYNC_COLUMNS)))
     }
 
@@ -606,6 +654,12 @@ impl Store {
         Ok(done.rows_affected())
     }
 }
+
+/// `asyncoperations` rows, in [`ASYNC_COLUMNS`] order.
+const ASYNC_SELECT: &str = "SELECT id, name, statecode, statuscode, message, friendlymessage, \
+     created_on, completed_on FROM async_operations WHERE env = ?";
+const ASYNC_SELECT_ALL: &str = "SELECT id, name, statecode, statuscode, message, friendlymessage, \
+     created_on, completed_on FROM async_operations WHERE env = ? ORDER BY created_on";
 
 const ASYNC_COLUMNS: &[(&str, Kind)] = &[
     ("asyncoperationid", Kind::Text),

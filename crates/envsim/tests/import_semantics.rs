@@ -142,6 +142,42 @@ async fn managed_cannot_overwrite_unmanaged_nor_the_reverse() {
 }
 
 #[tokio::test]
+async fn a_managed_solution_cannot_take_over_unmanaged_components() {
+    let sim = EnvSim::start(config()).await.unwrap();
+    let c = client(&sim, "test");
+    import(
+        &c,
+        SolutionZip::new("DevWork", "1.0.0.0")
+            .root_component(1, "cts_customer")
+            .build(),
+    )
+    .await
+    .unwrap();
+    let message = import_error(
+        &c,
+        provider("1.0.0.0", &["cts_Customer", "cts_region"]).build(),
+    )
+    .await;
+    assert!(
+        message.starts_with(
+            "A managed solution cannot overwrite the Entity component cts_customer which has an \
+             unmanaged base instance (installed by unmanaged solution DevWork)"
+        ),
+        "{message}"
+    );
+    assert!(c.solution("CoreTables").await.unwrap().is_none());
+    // Unmanaged over unmanaged components is fine (they merge).
+    import(
+        &c,
+        provider("1.0.0.0", &["cts_customer"])
+            .managed(false)
+            .build(),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
 async fn an_upgrade_removes_dropped_components_unless_others_need_them() {
     let sim = EnvSim::start(config()).await.unwrap();
     let c = client(&sim, "test");

@@ -114,6 +114,83 @@ async fn a_seed_that_cannot_be_installed_stops_the_start_with_the_reason() {
 }
 
 #[tokio::test]
+async fn a_seed_with_missing_dependencies_says_how_to_provide_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = dir.path().join("app.zip");
+    std::fs::write(
+        &zip,
+        SolutionZip::new("App", "1.0.0.0")
+            .missing_dependency(
+                slipway_testkit::solution_zip::DepEnd::new("61", "msdyn_/icon.png")
+                    .solution("AppModuleWebResources (2.5)"),
+                slipway_testkit::solution_zip::DepEnd::new("80", "cts_app"),
+            )
+            .build(),
+    )
+    .unwrap();
+    let mut config = config();
+    config.environments[0].solutions = vec![slipway_envsim::config::SeedSolution { path: zip }];
+    let err = EnvSim::start(config.clone()).await.unwrap_err().to_string();
+    assert!(
+        err.contains("Some dependencies are missing") && err.contains("platform_solutions"),
+        "{err}"
+    );
+    config.environments[0].platform_solutions = vec!["AppModuleWebResources".into()];
+    EnvSim::start(config)
+        .await
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_token_endpoint_answers_oauth_errors_and_takes_faults_at_run_time() {
+    let mut config = config();
+    config.clients = vec![slipway_envsim::config::ClientCredentials {
+        client_id: "app".into(),
+        client_secret: "pw".into(),
+    }];
+    let sim = EnvSim::start(config).await.unwrap();
+    let http = http();
+    // Not a form: an OAuth error, not a bare text answer.
+    let resp = http.post(sim.token_url()).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request", "{body}");
+
+    let resp = http
+        .put(format!("{}/_admin/_token/faults", sim.base_url()))
+        .json(&json!({"throttle_every_nth": 1, "retry_after_secs": 7}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = http
+        .post(sim.token_url())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "app"),
+            ("client_secret", "pw"),
+            ("scope", &format!("{}/.default", sim.env_url("test"))),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "7");
+    let stats: Value = http
+        .get(format!("{}/_admin/_token/stats", sim.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["throttled"], 1, "{stats}");
+}
+
+#[tokio::test]
 async fn requests_without_a_valid_bearer_get_401_in_odata_format() {
     let sim = EnvSim::start(config()).await.unwrap();
     let http = http();
@@ -259,6 +336,20 @@ async fn unsupported_queries_get_an_odata_error_naming_the_problem() {
             .as_str()
             .unwrap()
             .contains("/api/data/v9.2/"),
+        "{body}"
+    );
+    let resp = http
+        .delete(format!("{}/api/data/v9.2/solutions", sim.env_url("test")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no such endpoint: DELETE"),
         "{body}"
     );
     let resp = get("$select=nosuchcolumn").await.unwrap();
