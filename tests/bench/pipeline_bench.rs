@@ -10,7 +10,7 @@
 //! ```
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -80,7 +80,7 @@ async fn wait_all(cluster: &Cluster, ids: &[uuid::Uuid]) -> anyhow::Result<Vec<V
     Ok(runs)
 }
 
-fn brokerbench(dir: &PathBuf, messages: usize) -> anyhow::Result<f64> {
+fn brokerbench(dir: &Path, messages: usize) -> anyhow::Result<f64> {
     let manifest = dir.join("Cargo.toml");
     anyhow::ensure!(
         manifest.exists(),
@@ -148,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
     let unloaded = latencies_ms(&unloaded)?;
 
     // Loaded: N deployments, `concurrency` submissions in flight.
+    let cpu_before = cpu_by_process(&cluster);
     let started = Instant::now();
     let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(args.concurrency));
     let cluster = std::sync::Arc::new(cluster);
@@ -180,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
     let rate = args.deployments as f64 / span;
     let loaded = latencies_ms(&runs)?;
     let peak: Vec<(String, u64)> = procs_peak(&cluster);
+    let cpu_after = cpu_by_process(&cluster);
 
     println!("measuring the raw 4-hop chain (brokerbench) on the same broker...");
     let raw = brokerbench(&args.brokerbench, 20_000)?;
@@ -209,6 +211,15 @@ async fn main() -> anyhow::Result<()> {
             *peak as f64 / 1024.0
         );
     }
+    let wall = (started.elapsed()).as_secs_f64();
+    println!();
+    println!(
+        "CPU seconds used while loaded ({wall:.1} s wall, 2 cores = {:.1} CPU s available):",
+        wall * 2.0
+    );
+    for ((name, after), (_, before)) in cpu_after.iter().zip(&cpu_before) {
+        println!("  {name:<24} {:>6.2} s", after - before);
+    }
     match std::sync::Arc::try_unwrap(cluster) {
         Ok(c) => c.shutdown().await?,
         Err(_) => bail!("cluster still shared"),
@@ -221,4 +232,47 @@ fn procs_peak(cluster: &Cluster) -> Vec<(String, u64)> {
         .chain(&cluster.workers)
         .map(|p| (p.name.clone(), p.peak_rss_kib().unwrap_or(0)))
         .collect()
+}
+
+/// CPU seconds (user + system) each process has used: the services, the
+/// broker and the database server.
+fn cpu_by_process(cluster: &Cluster) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = std::iter::once(&cluster.gateway)
+        .chain(&cluster.workers)
+        .map(|p| (p.name.clone(), cpu_seconds(&[p.pid()])))
+        .collect();
+    for (label, command) in [
+        ("rabbitmq (beam.smp)", "beam.smp"),
+        ("postgresql (all backends)", "postgres"),
+    ] {
+        out.push((label.to_string(), cpu_seconds(&pids_of(command))));
+    }
+    out
+}
+
+fn pids_of(command: &str) -> Vec<u32> {
+    std::process::Command::new("pgrep")
+        .args(["-x", command])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the command name, which is in parentheses.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .sum()
 }
