@@ -167,6 +167,14 @@ async fn main() -> anyhow::Result<()> {
         ids.push(t.await??);
     }
     let submitted = started.elapsed();
+    // Watch only the last submission (runs finish roughly in order), so the
+    // benchmark's own polling does not load the gateway; then read them all.
+    let last = *ids.last().context("no deployments")?;
+    cluster
+        .wait_terminal(last, Duration::from_secs(600))
+        .await?;
+    let wall = started.elapsed().as_secs_f64();
+    let cpu_after = cpu_by_process(&cluster);
     let runs = wait_all(&cluster, &ids).await?;
     let first = runs
         .iter()
@@ -181,7 +189,6 @@ async fn main() -> anyhow::Result<()> {
     let rate = args.deployments as f64 / span;
     let loaded = latencies_ms(&runs)?;
     let peak: Vec<(String, u64)> = procs_peak(&cluster);
-    let cpu_after = cpu_by_process(&cluster);
 
     println!("measuring the raw 4-hop chain (brokerbench) on the same broker...");
     let raw = brokerbench(&args.brokerbench, 20_000)?;
@@ -211,7 +218,6 @@ async fn main() -> anyhow::Result<()> {
             *peak as f64 / 1024.0
         );
     }
-    let wall = (started.elapsed()).as_secs_f64();
     println!();
     println!(
         "CPU seconds used while loaded ({wall:.1} s wall, 2 cores = {:.1} CPU s available):",

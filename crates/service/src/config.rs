@@ -106,7 +106,7 @@ impl Default for GatewayConfig {
             outbox_poll_ms: 500,
             outbox_batch: 100,
             outbox_lease_ms: 30_000,
-            event_batch: 64,
+            event_batch: 256,
         }
     }
 }
