@@ -164,7 +164,11 @@ fn end(e: &DependencyEnd) -> String {
     if let Some(d) = e.display_name.as_deref().filter(|d| *d != name) {
         let _ = write!(s, " \"{d}\"");
     }
-    if let Some(p) = &e.parent_display_name {
+    if let Some(p) = e
+        .parent_display_name
+        .as_ref()
+        .or(e.parent_schema_name.as_ref())
+    {
         let _ = write!(s, " on {p}");
     }
     match (&e.solution, &e.package) {

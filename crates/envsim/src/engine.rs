@@ -679,6 +679,7 @@ mod tests {
             id: None,
             display_name: Some(format!("{schema} & co")),
             parent_display_name: None,
+            parent_schema_name: None,
             solution: Some("Active".into()),
             package: None,
         }

@@ -90,6 +90,7 @@ fn dependency_end(e: &Element<'_>) -> Result<DependencyEnd, SolutionError> {
         id: non_empty(e.attr("id")?).map(|i| normalize_id(&i)),
         display_name: non_empty(e.attr("displayName")?),
         parent_display_name: non_empty(e.attr("parentDisplayName")?),
+        parent_schema_name: non_empty(e.attr("parentSchemaName")?),
         solution: non_empty(e.attr("solution")?),
         package: None,
     })

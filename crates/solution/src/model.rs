@@ -227,6 +227,9 @@ pub struct DependencyEnd {
     pub id: Option<String>,
     pub display_name: Option<String>,
     pub parent_display_name: Option<String>,
+    /// `parentSchemaName`: the schema name of the component's parent (an
+    /// attribute's table, a form's table...).
+    pub parent_schema_name: Option<String>,
     /// e.g. `AppModuleWebResources (2.5)`.
     pub solution: Option<String>,
     /// Text of the `<package>` child, e.g. `msdyn_AISolutionAnchor (202308.3.15.1)`.

@@ -233,6 +233,7 @@ fn every_missing_dependency_shape_real_files_use() {
         m[2].required.parent_display_name.as_deref(),
         Some("Account")
     );
+    assert_eq!(m[2].required.parent_schema_name.as_deref(), Some("account"));
     assert_eq!(
         m[2].dependent.id.as_deref(),
         Some("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee")
