@@ -2,9 +2,12 @@
 //!
 //! - `slipway dev`: the whole pipeline in one process on embedded defaults
 //!   (in-process bus, SQLite), for trying Slipway and for development.
+//! - `slipway deploy`, `slipway runs`: submit and follow deployments on a
+//!   gateway.
 //! - `slipway solution inspect|diff`, `slipway settings create`: work on
 //!   solution zips locally, no server needed.
 
+mod deploy_cmd;
 mod dev;
 mod solution_cmd;
 
@@ -23,6 +26,10 @@ enum Command {
     /// Run the gateway and all three workers in this process, on embedded
     /// defaults: no broker or database server needed.
     Dev(dev::DevArgs),
+    /// Deploy a solution from one environment to another through a gateway.
+    Deploy(deploy_cmd::DeployArgs),
+    /// List deployments, or show one with its history.
+    Runs(deploy_cmd::RunsArgs),
     /// Read solution zips: a summary, or what changes between two.
     #[command(subcommand)]
     Solution(solution_cmd::SolutionCommand),
@@ -35,6 +42,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dev(args) => dev::run(args),
+        Command::Deploy(args) => deploy_cmd::run_deploy(args),
+        Command::Runs(args) => deploy_cmd::run_runs(args),
         Command::Solution(cmd) => solution_cmd::run_solution(cmd),
         Command::Settings(cmd) => solution_cmd::run_settings(cmd),
     };

@@ -83,6 +83,59 @@ async fn slipway_dev_deploys_and_serves_simulated_environments() {
         .unwrap();
     assert!(who["UserId"].is_string(), "{who}");
 
+    // The CLI against the same gateway: deploy and follow, then read back.
+    let slipway = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
+            .args(args)
+            .env_remove("SLIPWAY_GATEWAY")
+            .output()
+            .unwrap()
+    };
+    let out = slipway(&[
+        "deploy",
+        "--gateway",
+        &gateway,
+        "--solution",
+        "Contoso",
+        "--from",
+        "dev",
+        "--to",
+        "prod",
+        "--wait",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("-> succeeded"), "{stdout}");
+    assert!(stdout.contains("import succeeded"), "{stdout}");
+    let out = slipway(&["runs", &id, "--gateway", &gateway, "--json"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["run"]["state"], "succeeded");
+    assert!(shown["history"].as_array().unwrap().len() >= 5);
+    let out = slipway(&[
+        "deploy",
+        "--gateway",
+        &gateway,
+        "--solution",
+        "Contoso",
+        "--from",
+        "dev",
+        "--to",
+        "dev",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("422") && stderr.contains("the same"),
+        "{stderr}"
+    );
+    let out = slipway(&["runs", "--gateway", "http://127.0.0.1:9"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the gateway"));
+
     let pid = child.id().unwrap().to_string();
     assert!(
         std::process::Command::new("kill")
