@@ -253,6 +253,10 @@ fn cpu_by_process(cluster: &Cluster) -> Vec<(String, f64)> {
     ] {
         out.push((label.to_string(), cpu_seconds(&pids_of(command))));
     }
+    out.push((
+        "this load generator".to_string(),
+        cpu_seconds(&[std::process::id()]),
+    ));
     out
 }
 
