@@ -61,25 +61,41 @@ pub async fn run(
     tracing::info!(%addr, "gateway listening");
     on_listen(addr);
 
-    let relay = tokio::spawn(relay::run(
-        gateway.clone(),
-        config.gateway.clone(),
+    // If any of the three stops on its own (a fatal bus or database error),
+    // the whole gateway stops, so the supervisor restarts it rather than
+    // leaving an API whose runs no longer move.
+    let relay = tokio::spawn(stop_all_when_done(
         shutdown.clone(),
+        relay::run(gateway.clone(), config.gateway.clone(), shutdown.clone()),
     ));
-    let events = tokio::spawn(events::run(
-        gateway.clone(),
-        config.gateway.event_batch,
+    let events = tokio::spawn(stop_all_when_done(
         shutdown.clone(),
+        events::run(
+            gateway.clone(),
+            config.gateway.event_batch,
+            shutdown.clone(),
+        ),
     ));
     let server = axum::serve(listener, api::router(gateway))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let served = server.await.context("HTTP server failed");
-    // The server only returns on shutdown or error; make sure the others stop too.
-    shutdown.cancel();
+    let served = stop_all_when_done(shutdown.clone(), async {
+        server.await.context("HTTP server failed")
+    })
+    .await;
     let relayed = relay.await.context("outbox relay panicked")?;
     let consumed = events.await.context("event consumer panicked")?;
     served?;
-    relayed?;
-    consumed?;
+    relayed.context("outbox relay stopped")?;
+    consumed.context("event consumer stopped")?;
     Ok(())
+}
+
+/// Runs `task`, then cancels `shutdown` so its siblings stop too.
+async fn stop_all_when_done<T>(
+    shutdown: CancellationToken,
+    task: impl std::future::Future<Output = T>,
+) -> T {
+    let out = task.await;
+    shutdown.cancel();
+    out
 }

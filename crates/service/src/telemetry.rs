@@ -5,6 +5,7 @@
 //! - Spans are exported over OTLP/HTTP when `telemetry.otlp_endpoint` is
 //!   set, under the process's service name, so a tracing backend (Jaeger,
 //!   an OpenTelemetry collector) shows one deployment as one trace.
+//! - Exported spans pass the same `telemetry.log_filter` as logs.
 //! - The W3C trace-context propagator is always installed: without it no
 //!   `traceparent` header is ever written, and traces stop at each service.
 
@@ -66,7 +67,7 @@ pub fn init(service_name: &str, config: &TelemetryConfig) -> anyhow::Result<Tele
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("slipway"))
-            .with_filter(EnvFilter::new("info"))
+            .with_filter(EnvFilter::new(&config.log_filter))
     });
     tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
