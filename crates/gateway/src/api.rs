@@ -27,6 +27,7 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/api/v1/deployments/{id}", get(get_deployment))
         .route("/api/v1/deployments/{id}/events", get(deployment_events))
         .route("/api/v1/deployments/{id}/cancel", post(cancel_deployment))
+        .route("/api/v1/openapi.json", get(openapi))
         .with_state(gateway)
         .layer(TraceLayer::new_for_http())
 }
@@ -82,11 +83,13 @@ impl From<slipway_store::StoreError> for ApiError {
     }
 }
 
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "the process is up", body = String)))]
 async fn healthz() -> &'static str {
     "ok"
 }
 
 /// Ready when both the database and the broker answer.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "database and broker answer"), (status = 503, description = "not ready; the body says which part")))]
 async fn readyz(State(gw): State<Gateway>) -> (StatusCode, Json<serde_json::Value>) {
     let database = gw.store.ping().await.map_err(|e| e.to_string());
     let bus = gw.bus.is_ready();
@@ -105,7 +108,7 @@ async fn readyz(State(gw): State<Gateway>) -> (StatusCode, Json<serde_json::Valu
 }
 
 /// What a maker submits to deploy a solution.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitDeployment {
     pub solution_name: String,
@@ -113,9 +116,14 @@ pub struct SubmitDeployment {
     pub target_environment: String,
     #[serde(default)]
     pub version: Option<String>,
+    /// The deployment settings JSON (`slipway settings create` writes one).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub settings: Option<serde_json::Value>,
+    /// What the placeholder steps do (delays, injected failures) until the
+    /// real steps land.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub placeholder: PlaceholderWork,
     /// Who asks; until authentication lands this is taken on trust.
     #[serde(default)]
@@ -123,11 +131,15 @@ pub struct SubmitDeployment {
 }
 
 /// A deployment run as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RunView {
     pub id: Uuid,
+    /// requested, exporting, validating, importing, succeeded, failed or canceled.
     pub state: String,
+    /// Why the run failed or was canceled.
     pub reason: Option<String>,
+    /// What was asked for, as submitted.
+    #[schema(value_type = Object)]
     pub deployment: Deployment,
     pub requested_by: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -160,6 +172,9 @@ fn require(field: &str, value: &str) -> Result<(), ApiError> {
 /// Creates the run and its first command in one transaction, then wakes the
 /// relay. Answers 202: the deployment proceeds in the background.
 #[tracing::instrument(skip_all, fields(run_id))]
+#[utoipa::path(post, path = "/api/v1/deployments", request_body = SubmitDeployment,
+    responses((status = 202, description = "accepted; the run proceeds in the background", body = RunView),
+              (status = 400, description = "not the JSON this route takes"), (status = 422, description = "a field is unusable")))]
 async fn submit_deployment(
     State(gw): State<Gateway>,
     body: Result<Json<SubmitDeployment>, JsonRejection>,
@@ -203,6 +218,8 @@ async fn submit_deployment(
     Ok((StatusCode::ACCEPTED, Json(run.into())))
 }
 
+#[utoipa::path(get, path = "/api/v1/deployments/{id}", params(("id" = Uuid, Path, description = "run id")),
+    responses((status = 200, body = RunView), (status = 404, description = "no such deployment")))]
 async fn get_deployment(
     State(gw): State<Gateway>,
     Path(id): Path<Uuid>,
@@ -211,6 +228,8 @@ async fn get_deployment(
     Ok(Json(run.into()))
 }
 
+#[utoipa::path(get, path = "/api/v1/deployments/{id}/events", params(("id" = Uuid, Path, description = "run id")),
+    responses((status = 200, description = "state transitions and step events, oldest first", body = Vec<Object>), (status = 404, description = "no such deployment")))]
 async fn deployment_events(
     State(gw): State<Gateway>,
     Path(id): Path<Uuid>,
@@ -221,8 +240,9 @@ async fn deployment_events(
     Ok(Json(gw.store.run_history(id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 struct ListQuery {
+    /// Most runs returned, newest first (1 to 1000).
     #[serde(default = "default_limit")]
     limit: u32,
 }
@@ -231,6 +251,7 @@ fn default_limit() -> u32 {
     50
 }
 
+#[utoipa::path(get, path = "/api/v1/deployments", params(ListQuery), responses((status = 200, body = Vec<RunView>)))]
 async fn list_deployments(
     State(gw): State<Gateway>,
     Query(q): Query<ListQuery>,
@@ -240,7 +261,7 @@ async fn list_deployments(
 }
 
 /// Why a run is canceled, and by whom.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
     #[serde(default)]
@@ -251,6 +272,8 @@ pub struct CancelRequest {
 
 /// Cancels a run that has not started importing (an import cannot be
 /// stopped half way). 409 when it is too late.
+#[utoipa::path(post, path = "/api/v1/deployments/{id}/cancel", params(("id" = Uuid, Path, description = "run id")), request_body(content = Option<CancelRequest>),
+    responses((status = 200, body = RunView), (status = 404, description = "no such deployment"), (status = 409, description = "already importing or over")))]
 async fn cancel_deployment(
     State(gw): State<Gateway>,
     Path(id): Path<Uuid>,
@@ -273,4 +296,29 @@ async fn cancel_deployment(
     }
     let run = gw.store.get_run(id).await?.ok_or(ApiError::NotFound(id))?;
     Ok(Json(run.into()))
+}
+
+/// The OpenAPI description of this API.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Slipway gateway",
+        description = "Submit and follow deployments of Power Platform solutions"
+    ),
+    paths(
+        healthz,
+        readyz,
+        submit_deployment,
+        list_deployments,
+        get_deployment,
+        deployment_events,
+        cancel_deployment
+    ),
+    components(schemas(SubmitDeployment, RunView, CancelRequest))
+)]
+pub struct ApiDoc;
+
+/// Serves [`ApiDoc`] as JSON.
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(<ApiDoc as utoipa::OpenApi>::openapi())
 }

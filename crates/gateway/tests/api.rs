@@ -236,9 +236,37 @@ async fn health_and_readiness(app: &App) {
     assert_eq!(body["ready"], true);
 }
 
+async fn openapi_describes_every_route(app: &App) {
+    let (status, doc) = app.get("/api/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with('3'), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/api/v1/deployments",
+        "/api/v1/deployments/{id}",
+        "/api/v1/deployments/{id}/events",
+        "/api/v1/deployments/{id}/cancel",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    assert!(doc["paths"]["/api/v1/deployments"]["post"]["responses"]["202"].is_object());
+    assert!(
+        doc["components"]["schemas"]["SubmitDeployment"]["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("solution_name"))
+    );
+}
+
 async fn all(database_url: &str) {
     let app = start(database_url).await;
     health_and_readiness(&app).await;
+    openapi_describes_every_route(&app).await;
     submit_runs_to_succeeded_and_reports_history(&app).await;
     bad_requests_get_clear_errors(&app).await;
     failing_step_fails_the_run_with_its_reason(&app).await;
