@@ -244,28 +244,36 @@ mod tests {
         );
     }
 
-    /// docker-compose.yml can't be run here (no Docker engine), so this
-    /// keeps its `SLIPWAY__SECTION__KEY` variables true to the real keys.
+    /// docker-compose.yml and the Kubernetes manifests can't be run here (no
+    /// Docker engine, no cluster), so this keeps their `SLIPWAY__SECTION__KEY`
+    /// variables true to the real keys.
     #[test]
-    fn docker_compose_uses_only_real_keys() {
-        let compose = include_str!("../../../docker-compose.yml");
+    fn deployment_files_use_only_real_keys() {
         let value = serde_json::to_value(Config::default()).unwrap();
-        let mut checked = 0;
-        for word in compose.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-            let Some(rest) = word.strip_prefix("SLIPWAY__") else {
-                continue;
-            };
-            let (section, key) = rest.split_once("__").unwrap_or((rest, ""));
-            let (section, key) = (section.to_lowercase(), key.to_lowercase());
-            assert!(
-                value.get(&section).and_then(|s| s.get(&key)).is_some(),
-                "docker-compose.yml sets {word}, which is not a configuration key"
-            );
-            checked += 1;
+        for (file, text) in [
+            (
+                "docker-compose.yml",
+                include_str!("../../../docker-compose.yml"),
+            ),
+            (
+                "deploy/k8s/slipway.yaml",
+                include_str!("../../../deploy/k8s/slipway.yaml"),
+            ),
+        ] {
+            let mut checked = 0;
+            for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                let Some(rest) = word.strip_prefix("SLIPWAY__") else {
+                    continue;
+                };
+                let (section, key) = rest.split_once("__").unwrap_or((rest, ""));
+                let (section, key) = (section.to_lowercase(), key.to_lowercase());
+                assert!(
+                    value.get(&section).and_then(|s| s.get(&key)).is_some(),
+                    "{file} sets {word}, which is not a configuration key"
+                );
+                checked += 1;
+            }
+            assert!(checked >= 5, "{file} should configure the services");
         }
-        assert!(
-            checked >= 5,
-            "docker-compose.yml should configure the services"
-        );
     }
 }
