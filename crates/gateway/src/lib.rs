@@ -53,7 +53,7 @@ pub async fn run(
         .await
         .with_context(|| {
             format!(
-                "cannot listen on gateway.listen = {}",
+                "cannot listen on gateway.listen = {}; pick a free address (SLIPWAY__GATEWAY__LISTEN, or `slipway dev --listen`; port 0 picks one)",
                 config.gateway.listen
             )
         })?;
