@@ -77,7 +77,7 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| {
             format!(
-                "cannot start the environment simulator on {}",
+                "cannot start the environment simulator on {} (move it with `--envsim-listen ADDR`)",
                 args.envsim_listen
             )
         })?;
