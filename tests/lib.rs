@@ -294,11 +294,18 @@ impl Cluster {
 
     /// Messages waiting in a queue of this cluster's vhost (management API).
     pub async fn queue_depth(&self, queue: &str) -> anyhow::Result<u64> {
+        Ok(self.queue_info(queue).await?["messages"]
+            .as_u64()
+            .unwrap_or(0))
+    }
+
+    /// A queue of this cluster's vhost as the management API describes it.
+    pub async fn queue_info(&self, queue: &str) -> anyhow::Result<Value> {
         let url = format!(
             "http://127.0.0.1:15672/api/queues/{}/{queue}",
             urlencode(&self.vhost.name)
         );
-        let v: Value = self
+        Ok(self
             .http
             .get(url)
             .basic_auth("guest", Some("guest"))
@@ -306,8 +313,32 @@ impl Cluster {
             .await?
             .error_for_status()?
             .json()
-            .await?;
-        Ok(v["messages"].as_u64().unwrap_or(0))
+            .await?)
+    }
+
+    /// Waits until `queue` has `expected` consumers (management API).
+    pub async fn wait_consumers(
+        &self,
+        queue: &str,
+        expected: u64,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let seen = self.queue_info(queue).await?["consumers"]
+                .as_u64()
+                .unwrap_or(0);
+            if seen == expected {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{queue} has {seen} consumers, not {expected}, after {within:?}; {}",
+                    self.log_hint()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Polls the queue depth until it is `expected` (the management API's

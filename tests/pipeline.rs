@@ -85,10 +85,20 @@ async fn deployment_passes_the_three_workers_in_order_and_succeeds() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_share_the_load_and_no_job_is_done_twice() {
-    let mut cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    // A small prefetch, so one replica cannot hold every job at once.
+    let options = ClusterOptions {
+        env: [("SLIPWAY__BUS__PREFETCH".to_string(), "2".to_string())].into(),
+        ..ClusterOptions::default()
+    };
+    let mut cluster = Cluster::start(options).await.unwrap();
     let second = cluster.spawn_worker("slipway-validator").await.unwrap();
     let second_pid = cluster.workers[second].pid().to_string();
     let first_pid = cluster.workers[1].pid().to_string();
+    // Both replicas consume before the first job arrives.
+    cluster
+        .wait_consumers("slipway.validator", 2, Duration::from_secs(30))
+        .await
+        .unwrap();
 
     let mut ids = Vec::new();
     for _ in 0..24 {

@@ -71,6 +71,16 @@ async fn services_reconnect_when_the_broker_drops_every_connection() {
         })
         .await
         .unwrap();
+    // The management API lists new connections a little late: wait until
+    // it shows at least one per service, so every service loses one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while cluster.vhost.connection_names().await.unwrap().len() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the services' connections never showed up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let closed = cluster.vhost.close_all_connections().await.unwrap();
     assert!(
         closed.len() >= 4,
