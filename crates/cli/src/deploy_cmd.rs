@@ -11,15 +11,18 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayArg {
     /// The gateway's base URL.
-    #[arg(long, env = "SLIPWAY_GATEWAY", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, env = "SLIPWAY_URL", default_value = "http://127.0.0.1:8080")]
     gateway: String,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
+    /// Set from the global `--output json`.
+    #[arg(skip)]
+    pub json: bool,
 }
 
 /// `slipway deploy`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  slipway deploy --solution Contoso --from dev --to test --wait\n  slipway deploy --solution Contoso --from dev --to test --settings-file settings.json --output json"
+)]
 pub struct DeployArgs {
     /// Unique name of the solution in the source environment.
     #[arg(long)]
@@ -40,16 +43,19 @@ pub struct DeployArgs {
     #[arg(long)]
     wait: bool,
     #[command(flatten)]
-    gateway: GatewayArg,
+    pub gateway: GatewayArg,
 }
 
 /// `slipway runs`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  slipway runs\n  slipway runs 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080 --output json"
+)]
 pub struct RunsArgs {
     /// A deployment id: show it with its history. Without: list the latest.
     id: Option<String>,
     #[command(flatten)]
-    gateway: GatewayArg,
+    pub gateway: GatewayArg,
 }
 
 struct Gateway {

@@ -2,9 +2,10 @@
 //!
 //! The gateway and the three workers run as tasks of this process and pass
 //! jobs over the in-process bus (same semantics as RabbitMQ: ack, retry,
-//! park), with the database in a local SQLite file, beside an embedded
-//! Dataverse environment simulator. `--bus amqp` uses the configured
-//! RabbitMQ instead.
+//! park), with the database in a SQLite file, beside an embedded Dataverse
+//! environment simulator. Everything it keeps lives in `--data-dir`, so a
+//! restart picks up where it stopped. `--amqp URL` and `--database-url URL`
+//! run the same against RabbitMQ and PostgreSQL.
 
 use anyhow::Context as _;
 use slipway_bus::{Bus, Transport};
@@ -16,15 +17,22 @@ use slipway_service::args::ServiceArgs;
 pub struct DevArgs {
     #[command(flatten)]
     config: ServiceArgs,
-    /// Which bus to use: the in-process one, or RabbitMQ at `bus.url`.
-    #[arg(long, value_enum, default_value = "in-process")]
-    bus: DevBus,
+    /// Where the database and the simulator's state are kept.
+    #[arg(long, default_value = ".slipway")]
+    data_dir: std::path::PathBuf,
+    /// Use RabbitMQ at this URL instead of the in-process bus.
+    #[arg(long, value_name = "URL")]
+    amqp: Option<String>,
+    /// Use this database (`postgres://...`, `sqlite://...`) instead of
+    /// `DATA_DIR/slipway.sqlite`.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
     /// Address of the HTTP API (overrides `gateway.listen`).
     #[arg(long)]
     listen: Option<String>,
     /// The environment simulator's configuration (TOML, see the
     /// slipway-envsim README); by default three demo environments
-    /// dev, test and prod, kept in `slipway-envsim.sqlite`.
+    /// dev, test and prod, kept in `DATA_DIR/envsim.sqlite`.
     #[arg(long)]
     envsim_config: Option<std::path::PathBuf>,
     /// Address of the environment simulator.
@@ -35,12 +43,6 @@ pub struct DevArgs {
 /// The demo environments of `slipway dev`.
 const DEMO_ENVSIM: &str = include_str!("dev-envsim.toml");
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum DevBus {
-    InProcess,
-    Amqp,
-}
-
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(serve(args))
@@ -48,10 +50,28 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
 
 async fn serve(args: DevArgs) -> anyhow::Result<()> {
     let mut config = Config::load(args.config.config.as_deref())?;
-    config.bus.transport = match args.bus {
-        DevBus::InProcess => Transport::InProcess,
-        DevBus::Amqp => Transport::Amqp,
-    };
+    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            args.data_dir.display()
+        )
+    })?;
+    match args.amqp {
+        Some(url) => {
+            config.bus.transport = Transport::Amqp;
+            config.bus.url = url;
+        }
+        None => config.bus.transport = Transport::InProcess,
+    }
+    if let Some(url) = args.database_url {
+        config.database.url = url;
+    } else if config.database.url == slipway_service::config::DatabaseConfig::default().url {
+        // No database chosen anywhere: the embedded one, in the data directory.
+        config.database.url = format!(
+            "sqlite://{}?mode=rwc",
+            args.data_dir.join("slipway.sqlite").display()
+        );
+    }
     if let Some(listen) = args.listen {
         config.gateway.listen = listen;
     }
@@ -65,7 +85,11 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         .context("cannot start the bus")?;
     let mut sim_config = match &args.envsim_config {
         Some(path) => slipway_envsim::Config::from_file(path)?,
-        None => slipway_envsim::Config::from_toml(DEMO_ENVSIM)?,
+        None => {
+            let mut demo = slipway_envsim::Config::from_toml(DEMO_ENVSIM)?;
+            demo.data = slipway_envsim::DataLocation::File(args.data_dir.join("envsim.sqlite"));
+            demo
+        }
     };
     sim_config.listen = Some(args.envsim_listen);
     let envs: Vec<String> = sim_config

@@ -15,10 +15,26 @@ use clap::{Parser, Subcommand};
 
 /// Slipway: deployment pipelines for Power Platform solutions.
 #[derive(Debug, Parser)]
-#[command(name = "slipway", version, about)]
+#[command(
+    name = "slipway",
+    version,
+    about,
+    after_help = "Exit codes: 0 success; 1 the command failed (a deployment that did not succeed, \
+an unreachable gateway, a bad file); 2 bad arguments.\n\
+Environment: SLIPWAY_URL (the gateway, default http://127.0.0.1:8080), SLIPWAY_CONFIG."
+)]
 struct Cli {
+    /// `text` for people, `json` for scripts.
+    #[arg(long, short = 'o', global = true, value_enum, default_value = "text")]
+    output: Output,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,15 +52,37 @@ enum Command {
     /// Deployment settings files (connection references, environment variables).
     #[command(subcommand)]
     Settings(solution_cmd::SettingsCommand),
+    /// Print a shell completion script: `slipway completions bash > /etc/bash_completion.d/slipway`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let json = cli.output == Output::Json;
     let result = match cli.command {
         Command::Dev(args) => dev::run(args),
-        Command::Deploy(args) => deploy_cmd::run_deploy(args),
-        Command::Runs(args) => deploy_cmd::run_runs(args),
-        Command::Solution(cmd) => solution_cmd::run_solution(cmd),
+        Command::Deploy(mut args) => {
+            args.gateway.json = json;
+            deploy_cmd::run_deploy(args)
+        }
+        Command::Runs(mut args) => {
+            args.gateway.json = json;
+            deploy_cmd::run_runs(args)
+        }
+        Command::Solution(cmd) => solution_cmd::run_solution(cmd.with_json(json)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "slipway",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::Settings(cmd) => solution_cmd::run_settings(cmd),
     };
     match result {

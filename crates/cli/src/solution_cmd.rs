@@ -53,6 +53,23 @@ pub enum SettingsCommand {
 }
 
 /// Runs a `slipway solution` subcommand.
+impl SolutionCommand {
+    /// The command with `--json` also set when the global `--output json` is.
+    pub fn with_json(self, global_json: bool) -> SolutionCommand {
+        match self {
+            SolutionCommand::Inspect { file, json } => SolutionCommand::Inspect {
+                file,
+                json: json || global_json,
+            },
+            SolutionCommand::Diff { old, new, json } => SolutionCommand::Diff {
+                old,
+                new,
+                json: json || global_json,
+            },
+        }
+    }
+}
+
 pub fn run_solution(cmd: SolutionCommand) -> anyhow::Result<()> {
     match cmd {
         SolutionCommand::Inspect { file, json } => run_inspect(&file, json),

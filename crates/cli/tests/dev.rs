@@ -18,6 +18,8 @@ async fn slipway_dev_deploys_and_serves_simulated_environments() {
             "127.0.0.1:0",
             "--envsim-listen",
             "127.0.0.1:0",
+            "--data-dir",
+            "state",
         ])
         .current_dir(dir.path())
         .env_remove("SLIPWAY_CONFIG")
@@ -87,14 +89,12 @@ async fn slipway_dev_deploys_and_serves_simulated_environments() {
     let slipway = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
             .args(args)
-            .env_remove("SLIPWAY_GATEWAY")
+            .env("SLIPWAY_URL", &gateway)
             .output()
             .unwrap()
     };
     let out = slipway(&[
         "deploy",
-        "--gateway",
-        &gateway,
         "--solution",
         "Contoso",
         "--from",
@@ -111,14 +111,12 @@ async fn slipway_dev_deploys_and_serves_simulated_environments() {
     );
     assert!(stdout.contains("-> succeeded"), "{stdout}");
     assert!(stdout.contains("import succeeded"), "{stdout}");
-    let out = slipway(&["runs", &id, "--gateway", &gateway, "--json"]);
+    let out = slipway(&["runs", &id, "--output", "json"]);
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["run"]["state"], "succeeded");
     assert!(shown["history"].as_array().unwrap().len() >= 5);
     let out = slipway(&[
         "deploy",
-        "--gateway",
-        &gateway,
         "--solution",
         "Contoso",
         "--from",
@@ -149,8 +147,26 @@ async fn slipway_dev_deploys_and_serves_simulated_environments() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "slipway dev exited with {status}");
-    assert!(
-        dir.path().join("slipway.sqlite").exists(),
-        "the embedded database is a file"
-    );
+    for file in ["slipway.sqlite", "envsim.sqlite"] {
+        assert!(
+            dir.path().join("state").join(file).exists(),
+            "{file} is kept in --data-dir: {:?}",
+            walk(dir.path())
+        );
+    }
+    let completions = slipway(&["completions", "bash"]);
+    assert!(completions.status.success());
+    assert!(String::from_utf8_lossy(&completions.stdout).contains("slipway"));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
 }
