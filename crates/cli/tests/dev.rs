@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn slipway_dev_deploys_and_serves_simulated_environments() {
-    let dir = tempfile::tempdir().unwrap();
+/// Starts `slipway dev` with `extra` arguments in `dir`; returns the child,
+/// the gateway's URL and the simulated test environment's URL.
+async fn start_dev(
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (tokio::process::Child, String, String) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
         .args([
             "dev",
@@ -18,10 +21,9 @@ async fn slipway_dev_deploys_and_serves_simulated_environments() {
             "127.0.0.1:0",
             "--envsim-listen",
             "127.0.0.1:0",
-            "--data-dir",
-            "state",
         ])
-        .current_dir(dir.path())
+        .args(extra)
+        .current_dir(dir)
         .env_remove("SLIPWAY_CONFIG")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -44,7 +46,58 @@ async fn slipway_dev_deploys_and_serves_simulated_environments() {
             test_env = Some(url.to_string());
         }
     }
-    let (gateway, test_env) = (gateway.unwrap(), test_env.unwrap());
+    // Keep reading, so slipway dev never writes into a closed pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, gateway.unwrap(), test_env.unwrap())
+}
+
+/// `--amqp` and `--database-url` run the same on RabbitMQ and PostgreSQL.
+#[tokio::test(flavor = "multi_thread")]
+async fn slipway_dev_runs_on_rabbitmq_and_postgresql() {
+    let dir = tempfile::tempdir().unwrap();
+    let vhost = slipway_testkit::rabbit::fresh_vhost().await.unwrap();
+    let db = slipway_testkit::pg::fresh_database().await.unwrap();
+    let (mut child, gateway, _) = start_dev(
+        dir.path(),
+        &["--amqp", &vhost.amqp_url(), "--database-url", db.url()],
+    )
+    .await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
+        .args([
+            "deploy",
+            "--solution",
+            "Contoso",
+            "--from",
+            "dev",
+            "--to",
+            "test",
+            "--wait",
+            "-o",
+            "json",
+        ])
+        .env("SLIPWAY_URL", &gateway)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["state"], "succeeded");
+    // The run is in PostgreSQL, and the commands went through the vhost.
+    let store = slipway_store::Store::connect(db.url()).await.unwrap();
+    let id = run["id"].as_str().unwrap().parse().unwrap();
+    assert!(store.get_run(id).await.unwrap().is_some());
+    assert!(!dir.path().join(".slipway").join("slipway.sqlite").exists());
+    child.kill().await.unwrap();
+    db.drop_db().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slipway_dev_deploys_and_serves_simulated_environments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, gateway, test_env) = start_dev(dir.path(), &["--data-dir", "state"]).await;
     let http = slipway_testkit::http_client().unwrap();
 
     let run: Value = http
