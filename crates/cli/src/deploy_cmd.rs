@@ -10,9 +10,12 @@ use serde_json::{Value, json};
 /// Where the gateway is.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayArg {
-    /// The gateway's base URL.
-    #[arg(long, env = "SLIPWAY_URL", default_value = "http://127.0.0.1:8080")]
-    gateway: String,
+    /// The gateway's base URL [default: the profile's, else http://127.0.0.1:8080].
+    #[arg(long, env = "SLIPWAY_URL")]
+    gateway: Option<String>,
+    /// A bearer token for the gateway [default: the profile's].
+    #[arg(long, env = "SLIPWAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Set from the global `--output json`.
     #[arg(skip)]
     pub json: bool,
@@ -60,6 +63,7 @@ pub struct RunsArgs {
 
 struct Gateway {
     base: String,
+    token: Option<String>,
     http: reqwest::Client,
 }
 
@@ -68,8 +72,16 @@ impl Gateway {
         // reqwest is built without a default TLS provider; ring is the
         // workspace's. A second install attempt is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // Flags and environment first, then the profile, then the default.
+        let profile = crate::profile::load()?;
+        let base = arg
+            .gateway
+            .clone()
+            .or(profile.url)
+            .unwrap_or_else(|| "http://127.0.0.1:8080".into());
         Ok(Gateway {
-            base: arg.gateway.trim_end_matches('/').to_owned(),
+            base: base.trim_end_matches('/').to_owned(),
+            token: arg.token.clone().or(profile.token),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -80,6 +92,10 @@ impl Gateway {
     /// Sends a request; a non-2xx answer becomes an error carrying the
     /// gateway's own message.
     async fn call(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let req = match &self.token {
+            Some(token) => req.bearer_auth(token),
+            None => req,
+        };
         let resp = req.send().await.with_context(|| {
             format!(
                 "cannot reach the gateway at {}; is it running (`slipway dev`)?",

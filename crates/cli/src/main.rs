@@ -9,6 +9,7 @@
 
 mod deploy_cmd;
 mod dev;
+mod profile;
 mod solution_cmd;
 
 use clap::{Parser, Subcommand};
@@ -21,7 +22,8 @@ use clap::{Parser, Subcommand};
     about,
     after_help = "Exit codes: 0 success; 1 the command failed (a deployment that did not succeed, \
 an unreachable gateway, a bad file); 2 bad arguments.\n\
-Environment: SLIPWAY_URL (the gateway, default http://127.0.0.1:8080), SLIPWAY_CONFIG."
+Environment: SLIPWAY_URL and SLIPWAY_TOKEN (override the profile: `slipway profile set`), \
+SLIPWAY_PROFILE (the profile file), SLIPWAY_CONFIG."
 )]
 struct Cli {
     /// `text` for people, `json` for scripts.
@@ -52,6 +54,9 @@ enum Command {
     /// Deployment settings files (connection references, environment variables).
     #[command(subcommand)]
     Settings(solution_cmd::SettingsCommand),
+    /// Save the gateway URL and token used by `deploy` and `runs`.
+    #[command(subcommand)]
+    Profile(profile::ProfileCommand),
     /// Print a shell completion script: `slipway completions bash > /etc/bash_completion.d/slipway`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -73,6 +78,7 @@ fn main() -> std::process::ExitCode {
             deploy_cmd::run_runs(args)
         }
         Command::Solution(cmd) => solution_cmd::run_solution(cmd.with_json(json)),
+        Command::Profile(cmd) => profile::run(cmd, json),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(

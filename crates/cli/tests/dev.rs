@@ -76,6 +76,7 @@ async fn slipway_dev_runs_on_rabbitmq_and_postgresql() {
             "json",
         ])
         .env("SLIPWAY_URL", &gateway)
+        .env("SLIPWAY_PROFILE", dir.path().join("no-profile.toml"))
         .output()
         .unwrap();
     assert!(
@@ -143,6 +144,7 @@ async fn slipway_dev_deploys_and_serves_simulated_environments() {
         std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
             .args(args)
             .env("SLIPWAY_URL", &gateway)
+            .env("SLIPWAY_PROFILE", dir.path().join("no-profile.toml"))
             .output()
             .unwrap()
     };
@@ -183,6 +185,64 @@ async fn slipway_dev_deploys_and_serves_simulated_environments() {
         stderr.contains("422") && stderr.contains("the same"),
         "{stderr}"
     );
+    // A saved profile stands in for SLIPWAY_URL; its token is never shown.
+    let profile_file = dir.path().join("profile.toml");
+    let with_profile = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
+            .args(args)
+            .env_remove("SLIPWAY_URL")
+            .env_remove("SLIPWAY_TOKEN")
+            .env("SLIPWAY_PROFILE", &profile_file)
+            .output()
+            .unwrap()
+    };
+    let out = with_profile(&[
+        "profile",
+        "set",
+        "--url",
+        &gateway,
+        "--token",
+        "s3cret-t0ken",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = with_profile(&["runs", "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == id.as_str())
+    );
+    let shown = with_profile(&["profile", "show"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains(&gateway) && !shown.contains("s3cret"),
+        "{shown}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&profile_file)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the profile is readable by its owner only"
+        );
+    }
+
     let out = slipway(&["runs", "--gateway", "http://127.0.0.1:9"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the gateway"));
