@@ -32,9 +32,7 @@ async fn services_reconnect_after_the_broker_restarts() {
         .await
         .unwrap();
     cluster
-        .wait_event(id, Duration::from_secs(30), |e| {
-            e["step"] == "validate" && e["status"] == "started"
-        })
+        .wait_step(id, "validate", "started", Duration::from_secs(30))
         .await
         .unwrap();
 

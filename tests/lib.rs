@@ -136,11 +136,7 @@ impl Cluster {
             ),
         ]);
         env.extend(options.env);
-        let mut gateway = spawn("slipway-gateway", 0, &env, logs.path()).await?;
-        let gateway_url = match read_listen_line(&mut gateway).await {
-            Ok(url) => url,
-            Err(err) => bail!("{err:#}\ngateway log:\n{}", tail(&gateway.log)),
-        };
+        let (gateway, gateway_url) = spawn_gateway(0, &env, logs.path()).await?;
         let mut cluster = Cluster {
             vhost,
             db,
@@ -165,11 +161,7 @@ impl Cluster {
     /// Start another gateway replica; returns its URL.
     pub async fn spawn_gateway(&mut self) -> anyhow::Result<String> {
         self.spawned += 1;
-        let mut p = spawn("slipway-gateway", self.spawned, &self.env, self.logs.path()).await?;
-        let url = match read_listen_line(&mut p).await {
-            Ok(url) => url,
-            Err(err) => bail!("{err:#}\ngateway log:\n{}", tail(&p.log)),
-        };
+        let (p, url) = spawn_gateway(self.spawned, &self.env, self.logs.path()).await?;
         self.extra_gateways.push((p, url.clone()));
         Ok(url)
     }
@@ -270,21 +262,23 @@ impl Cluster {
         }
     }
 
-    /// Wait until the run's history has an event matching `pred`.
-    pub async fn wait_event(
+    /// Wait until a worker reports `status` for `step` of the run (e.g. the
+    /// validator has started, so it holds the job).
+    pub async fn wait_step(
         &self,
         id: Uuid,
+        step: &str,
+        status: &str,
         within: Duration,
-        pred: impl Fn(&Value) -> bool,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(e) = self.history(id).await?.into_iter().find(|e| pred(e)) {
-                return Ok(e);
+            if !events(&self.history(id).await?, step, status).is_empty() {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(
-                    "run {id}: awaited event never came within {within:?}; {}",
+                    "run {id}: no `{step} {status}` event within {within:?}; {}",
                     self.log_hint()
                 );
             }
@@ -432,6 +426,19 @@ async fn spawn(
         child,
         log,
     })
+}
+
+/// Starts a gateway process and returns it with the URL it listens on.
+async fn spawn_gateway(
+    n: usize,
+    env: &BTreeMap<String, String>,
+    logs: &Path,
+) -> anyhow::Result<(ServiceProcess, String)> {
+    let mut gateway = spawn("slipway-gateway", n, env, logs).await?;
+    match read_listen_line(&mut gateway).await {
+        Ok(url) => Ok((gateway, url)),
+        Err(err) => bail!("{err:#}\ngateway log:\n{}", tail(&gateway.log)),
+    }
 }
 
 async fn read_listen_line(gateway: &mut ServiceProcess) -> anyhow::Result<String> {

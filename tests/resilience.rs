@@ -18,9 +18,7 @@ async fn a_job_held_by_a_killed_worker_completes_on_a_replica_exactly_once() {
         .await
         .unwrap();
     cluster
-        .wait_event(id, Duration::from_secs(30), |e| {
-            e["step"] == "validate" && e["status"] == "started"
-        })
+        .wait_step(id, "validate", "started", Duration::from_secs(30))
         .await
         .unwrap();
     let validator = cluster
@@ -66,9 +64,7 @@ async fn services_reconnect_when_the_broker_drops_every_connection() {
         .await
         .unwrap();
     cluster
-        .wait_event(id, Duration::from_secs(30), |e| {
-            e["step"] == "validate" && e["status"] == "started"
-        })
+        .wait_step(id, "validate", "started", Duration::from_secs(30))
         .await
         .unwrap();
     // The management API lists new connections a little late: wait until
