@@ -22,8 +22,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let poll = Duration::from_millis(config.outbox_poll_ms.max(10));
     let lease = Duration::from_millis(config.outbox_lease_ms.max(1_000));
+    let batch = config.outbox_batch.max(1);
     loop {
-        let relayed = match relay_once(&gateway, config.outbox_batch.max(1), lease).await {
+        let relayed = match relay_once(&gateway, batch, lease).await {
             Ok(n) => n,
             Err(err) => {
                 tracing::warn!(error = %err, "outbox relay round failed; will retry");
@@ -31,7 +32,7 @@ pub async fn run(
             }
         };
         // A full batch means more may be waiting: go again at once.
-        if relayed as u32 >= config.outbox_batch.max(1) {
+        if relayed >= batch as usize {
             continue;
         }
         tokio::select! {
