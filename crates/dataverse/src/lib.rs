@@ -14,6 +14,9 @@
 //!   `connectionreferences`, `connections`.
 //! - [`auth`]: [`Credentials`]: OAuth 2.0 client credentials (token cached,
 //!   refreshed before expiry and once after a 401) or a static bearer token.
+//! - [`credentials_ref`]: [`CredentialsRef`] / [`SecretRef`]: what Slipway
+//!   stores instead of secrets (`env:NAME`, `file:/path`), resolved into
+//!   [`Credentials`] at use time.
 //! - [`types`]: request and response types with Dataverse's JSON names.
 //! - [`error`]: [`DataverseError`], which carries Dataverse's OData error
 //!   code and message.
@@ -46,10 +49,12 @@
 
 pub mod auth;
 pub mod client;
+pub mod credentials_ref;
 pub mod error;
 pub mod types;
 
 pub use auth::Credentials;
 pub use client::{Client, ClientConfig, RetryPolicy};
+pub use credentials_ref::{CredentialsRef, CredentialsRefError, SecretRef};
 pub use error::DataverseError;
 pub use types::*;
