@@ -31,6 +31,8 @@ async fn main() -> anyhow::Result<()> {
                 solution_name: "Contoso".into(),
                 source_environment: "dev".into(),
                 target_environment: "test".into(),
+                pipeline_id: None,
+                stage_id: None,
                 version: None,
                 settings: None,
                 placeholder: PlaceholderWork::default(),

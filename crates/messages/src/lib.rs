@@ -216,6 +216,11 @@ pub struct Deployment {
     /// Deployment settings (the `pac solution create-settings` JSON).
     #[serde(default)]
     pub settings: Option<serde_json::Value>,
+    /// The pipeline and stage deployed through, when the run belongs to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_id: Option<Uuid>,
     /// What the placeholder steps do until the real export, validation and
     /// import land; lets tests and benchmarks drive delays and failures.
     #[serde(default)]
@@ -329,6 +334,8 @@ mod tests {
                     solution_name: "Contoso".into(),
                     source_environment: "dev".into(),
                     target_environment: "test".into(),
+                    pipeline_id: None,
+                    stage_id: None,
                     version: Some("1.0.0.2".into()),
                     settings: None,
                     placeholder: PlaceholderWork::default(),

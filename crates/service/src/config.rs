@@ -19,6 +19,7 @@ pub struct Config {
     pub bus: BusConfig,
     pub database: DatabaseConfig,
     pub gateway: GatewayConfig,
+    pub auth: AuthConfig,
 }
 
 /// Logs and traces.
@@ -97,6 +98,11 @@ pub struct GatewayConfig {
     /// Most run events applied in one database transaction; the event
     /// consumer takes what is queued up to this, in order.
     pub event_batch: usize,
+    /// Most stages one pipeline may have.
+    pub max_stages_per_pipeline: usize,
+    /// How long checking an environment (WhoAmI) may take before it counts
+    /// as failed.
+    pub environment_check_timeout_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -107,6 +113,39 @@ impl Default for GatewayConfig {
             outbox_batch: 100,
             outbox_lease_ms: 30_000,
             event_batch: 256,
+            max_stages_per_pipeline: 10,
+            environment_check_timeout_ms: 20_000,
+        }
+    }
+}
+
+/// Who may call the gateway. API tokens (created by admins, stored hashed)
+/// always work; OIDC/JWT bearer tokens work when the three `oidc_*` URLs
+/// and audience are set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The identity provider's issuer (`iss`), e.g.
+    /// `https://login.microsoftonline.com/<tenant>/v2.0`.
+    pub oidc_issuer: Option<String>,
+    /// The audience (`aud`) tokens must be issued for: the gateway's app id.
+    pub oidc_audience: Option<String>,
+    /// Where the provider publishes its signing keys (JWKS).
+    pub oidc_jwks_url: Option<String>,
+    /// The claim listing the caller's groups.
+    pub oidc_groups_claim: String,
+    /// The claim naming the caller (`sub`, or `preferred_username`, `oid`).
+    pub oidc_subject_claim: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            oidc_issuer: None,
+            oidc_audience: None,
+            oidc_jwks_url: None,
+            oidc_groups_claim: "groups".into(),
+            oidc_subject_claim: "sub".into(),
         }
     }
 }

@@ -38,11 +38,33 @@ pub enum StoreError {
     },
     #[error("stored {what} is unreadable ({detail}); was the database written by a newer Slipway?")]
     Corrupt { what: &'static str, detail: String },
+    #[error("no {what} with id {id}")]
+    NotFound { what: &'static str, id: String },
+    /// A field of an admin change breaks a rule; `reason` says which.
+    #[error("`{field}`: {reason}")]
+    Invalid { field: String, reason: String },
+    /// The change clashes with what exists (a name taken, an environment in use).
+    #[error("{0}")]
+    Conflict(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
 
 impl StoreError {
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        StoreError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn not_found(what: &'static str, id: impl ToString) -> Self {
+        StoreError::NotFound {
+            what,
+            id: id.to_string(),
+        }
+    }
+
     pub(crate) fn corrupt(what: &'static str, detail: impl ToString) -> Self {
         StoreError::Corrupt {
             what,

@@ -29,8 +29,12 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod admin;
+pub mod admin_model;
+pub mod audit;
 pub mod error;
 pub mod model;
+pub mod tokens;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
@@ -44,6 +48,8 @@ use sqlx::{Any, AnyPool, AssertSqlSafe, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub use admin_model::*;
+pub use audit::{AuditAction, AuditQuery, AuditRecord, AuditVerification, NewAudit};
 pub use error::StoreError;
 pub use model::{
     Applied, Backend, CancelOutcome, HistoryEntry, HistoryKind, NewRun, OutboxItem, Run, RunState,
@@ -173,8 +179,8 @@ impl Store {
 
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
-            "INSERT INTO runs (id, state, deployment, requested_by, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO runs (id, state, deployment, requested_by, created_at, updated_at, \
+               pipeline_id, stage_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&id)
         .bind(RunState::Requested.as_str())
@@ -182,6 +188,8 @@ impl Store {
         .bind(&new.requested_by)
         .bind(now)
         .bind(now)
+        .bind(new.deployment.pipeline_id.map(|p| p.to_string()))
+        .bind(new.deployment.stage_id.map(|s| s.to_string()))
         .execute(&mut *tx)
         .await;
         if let Err(err) = inserted {
@@ -192,6 +200,9 @@ impl Store {
         }
         let first = NewHistory::transition(&id, RunState::Requested, &new.requested_by, None, None);
         insert_history(&mut tx, now, &[first]).await?;
+        let audit = NewAudit::new(&new.requested_by, AuditAction::Transition, "run", &id)
+            .after(&serde_json::json!({ "state": RunState::Requested }));
+        audit::append(&mut tx, self.backend, now, &[audit]).await?;
         sqlx::query(
             "INSERT INTO outbox (run_id, message_id, envelope, trace_headers, created_at) \
              VALUES ($1, $2, $3, $4, $5)",
@@ -231,6 +242,42 @@ impl Store {
     pub async fn list_runs(&self, limit: u32) -> Result<Vec<Run>, StoreError> {
         sqlx::query_as::<_, RunRow>(LIST_RUNS)
             .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(run_from_row)
+            .collect()
+    }
+
+    /// The newest `limit` runs that `subject` requested or that belong to
+    /// one of `pipelines`, newest first.
+    pub async fn list_runs_visible(
+        &self,
+        limit: u32,
+        subject: &str,
+        pipelines: &[Uuid],
+    ) -> Result<Vec<Run>, StoreError> {
+        let mut placeholders = Vec::new();
+        for i in 0..pipelines.len().min(MARK_CHUNK) {
+            placeholders.push(format!("${}", i + 3));
+        }
+        let shared = if placeholders.is_empty() {
+            String::new()
+        } else {
+            format!(" OR pipeline_id IN ({})", placeholders.join(", "))
+        };
+        // Only numbered placeholders are spliced in; the values are bound.
+        let sql = format!(
+            "SELECT id, state, deployment, requested_by, reason, created_at, updated_at \
+             FROM runs WHERE requested_by = $2{shared} ORDER BY created_at DESC, id DESC LIMIT $1"
+        );
+        let mut query = sqlx::query_as::<_, RunRow>(AssertSqlSafe(sql))
+            .bind(i64::from(limit))
+            .bind(subject);
+        for p in pipelines.iter().take(MARK_CHUNK) {
+            query = query.bind(p.to_string());
+        }
+        query
             .fetch_all(&self.pool)
             .await?
             .into_iter()
@@ -324,6 +371,7 @@ impl Store {
         let mut history = Vec::with_capacity(events.len() * 2);
         let mut moved: BTreeMap<&str, Option<String>> = BTreeMap::new();
         let mut applied = Vec::with_capacity(events.len());
+        let mut audits = Vec::new();
         for ((_, run_id, event), message_id) in events.iter().zip(message_ids) {
             let Some(current) = runs.get(run_id.as_str()).copied() else {
                 applied.push(Applied::UnknownRun);
@@ -345,6 +393,11 @@ impl Store {
             if reason.is_some() {
                 run_reason.clone_from(&reason);
             }
+            audits.push(
+                NewAudit::new(&event.service, AuditAction::Transition, "run", run_id)
+                    .before(&serde_json::json!({ "state": current }))
+                    .after(&serde_json::json!({ "state": to, "reason": reason })),
+            );
             history.push(NewHistory {
                 detail: reason,
                 ..NewHistory::transition(run_id, to, &event.service, None, Some(event))
@@ -359,6 +412,7 @@ impl Store {
             .filter_map(|(id, reason)| Some((*id, *runs.get(id)?, reason.as_deref())))
             .collect();
         update_runs(&mut tx, now, &moves).await?;
+        audit::append(&mut tx, self.backend, now, &audits).await?;
         tx.commit().await?;
         tracing::debug!(?applied, "run events applied");
         Ok(applied)
@@ -386,6 +440,10 @@ impl Store {
         update_runs(&mut tx, now, &[(&run_id, RunState::Canceled, reason)]).await?;
         let canceled = NewHistory::transition(&run_id, RunState::Canceled, actor, reason, None);
         insert_history(&mut tx, now, &[canceled]).await?;
+        let audit = NewAudit::new(actor, AuditAction::Transition, "run", &run_id)
+            .before(&serde_json::json!({ "state": current }))
+            .after(&serde_json::json!({ "state": RunState::Canceled, "reason": reason }));
+        audit::append(&mut tx, self.backend, now, &[audit]).await?;
         tx.commit().await?;
         Ok(CancelOutcome::Canceled { from: current })
     }
@@ -722,6 +780,10 @@ fn to_json<T: Serialize + ?Sized>(what: &'static str, value: &T) -> Result<Strin
 
 fn now_millis() -> i64 {
     i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn millis_of(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 fn from_millis(millis: i64) -> Result<OffsetDateTime, StoreError> {

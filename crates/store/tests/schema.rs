@@ -73,7 +73,19 @@ async fn both_migration_folders_build_the_same_schema() {
     lite_indexes.sort();
     assert_eq!(
         pg_indexes,
-        ["outbox_unpublished", "run_history_run", "runs_created_at"]
+        [
+            "audit_log_actor",
+            "audit_log_at",
+            "audit_log_pipeline",
+            "outbox_unpublished",
+            "pipeline_shares_principal",
+            "pipeline_sources_environment",
+            "run_history_run",
+            "runs_created_at",
+            "runs_pipeline",
+            "runs_requested_by",
+            "stage_targets_environment"
+        ]
     );
     assert_eq!(pg_indexes, lite_indexes);
 }

@@ -86,6 +86,8 @@ fn deployment() -> Deployment {
         solution_name: "Contoso".into(),
         source_environment: "dev".into(),
         target_environment: "test".into(),
+        pipeline_id: None,
+        stage_id: None,
         version: Some("1.0.0.2".into()),
         settings: Some(serde_json::json!({"EnvironmentVariables": []})),
         placeholder: PlaceholderWork::default(),

@@ -118,6 +118,8 @@ pub fn export_command() -> Envelope {
                 solution_name: "Contoso".into(),
                 source_environment: "dev".into(),
                 target_environment: "test".into(),
+                pipeline_id: None,
+                stage_id: None,
                 version: None,
                 settings: None,
                 placeholder: PlaceholderWork::default(),
