@@ -104,7 +104,10 @@ pub struct Cluster {
     pub workers: Vec<ServiceProcess>,
     pub logs: tempfile::TempDir,
     env: BTreeMap<String, String>,
-    http: reqwest::Client,
+    /// Sends the admin token on every request.
+    pub http: reqwest::Client,
+    /// An admin's API token, created with `slipway-gateway create-token`.
+    pub admin_token: String,
     spawned: usize,
 }
 
@@ -136,6 +139,7 @@ impl Cluster {
             ),
         ]);
         env.extend(options.env);
+        let admin_token = create_token(&env, "e2e-admin", &["admin"]).await?;
         let (gateway, gateway_url) = spawn_gateway(0, &env, logs.path()).await?;
         let mut cluster = Cluster {
             vhost,
@@ -146,7 +150,8 @@ impl Cluster {
             workers: Vec::new(),
             logs,
             env,
-            http: slipway_testkit::http_client()?,
+            http: slipway_testkit::http_client_with_token(&admin_token)?,
+            admin_token,
             spawned: 0,
         };
         if options.start_workers {
@@ -459,6 +464,35 @@ async fn read_listen_line(gateway: &mut ServiceProcess) -> anyhow::Result<String
     // Keep draining stdout so the gateway never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok(url)
+}
+
+/// Runs `slipway-gateway create-token` against the cluster's database and
+/// returns the token it prints.
+pub async fn create_token(
+    env: &BTreeMap<String, String>,
+    subject: &str,
+    roles: &[&str],
+) -> anyhow::Result<String> {
+    let exe = slipway_testkit::bins::path("slipway-gateway")?;
+    let mut command = Command::new(exe);
+    command
+        .envs(env)
+        .env_remove("SLIPWAY_CONFIG")
+        .args(["create-token", "--subject", subject]);
+    for role in roles {
+        command.args(["--role", role]);
+    }
+    let out = command
+        .output()
+        .await
+        .context("cannot run slipway-gateway create-token")?;
+    if !out.status.success() {
+        bail!(
+            "slipway-gateway create-token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
 /// Events of a history, filtered to run events of `step` with `status`.

@@ -215,6 +215,8 @@ async fn outbox_survives_a_gateway_crash_and_replicas_relay_each_command_once() 
             solution_name: format!("Crashed{n}"),
             source_environment: "dev".into(),
             target_environment: "test".into(),
+            pipeline_id: None,
+            stage_id: None,
             version: None,
             settings: None,
             placeholder: PlaceholderWork::default(),

@@ -109,6 +109,31 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         .iter()
         .map(|e| format!("  {e}: {}", sim.env_url(e)))
         .collect();
+    let registered: Vec<(String, String)> =
+        envs.iter().map(|e| (e.clone(), sim.env_url(e))).collect();
+    let tokens = crate::dev_seed::seed(
+        &store,
+        &args.data_dir,
+        &registered,
+        config.gateway.max_stages_per_pipeline,
+    )
+    .await
+    .context("cannot set up the demo environments, pipeline and tokens")?;
+    // Check each environment now that the simulator answers.
+    let check_timeout =
+        std::time::Duration::from_millis(config.gateway.environment_check_timeout_ms);
+    for env in store.list_environments().await? {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let _ = slipway_gateway::admin::check_and_record(
+                &store,
+                check_timeout,
+                &env,
+                "slipway dev",
+            )
+            .await;
+        });
+    }
 
     use slipway_service::worker::serve as worker;
     let workers = [
@@ -129,15 +154,22 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         )),
     ];
     let database = config.database.url.clone();
-    let gateway = slipway_gateway::run(&config, store, bus, shutdown.clone(), move |addr| {
+    let gateway = slipway_gateway::run(&config, store.clone(), bus, shutdown.clone(), move |addr| {
         println!(
             "slipway dev is up: gateway on http://{addr} (database {database})\n\
-             try:  curl -s -XPOST http://{addr}/api/v1/deployments -H 'content-type: application/json' \\\n\
-             \x20       -d '{{\"solution_name\":\"Contoso\",\"source_environment\":\"dev\",\"target_environment\":\"test\"}}'\n\
-             then: curl -s http://{addr}/api/v1/deployments\n\
-             simulated Dataverse environments (bearer token `slipway-dev`):\n{}\n\
+             admin token: {admin}\n\
+             maker token: {maker}\n\
+             (kept in {tokens_file}; use one with `slipway profile set --url http://{addr} --token <token>`)\n\
+             pipeline \"{pipeline}\" deploys {chain}\n\
+             try:  slipway pipeline list    (or curl -H 'authorization: Bearer <token>' http://{addr}/api/v1/pipelines)\n\
+             simulated Dataverse environments (bearer token `slipway-dev`):\n{sims}\n\
              stop with Ctrl-C",
-            sim_urls.join("\n")
+            admin = tokens.admin,
+            maker = tokens.maker,
+            tokens_file = args.data_dir.join("tokens.json").display(),
+            pipeline = crate::dev_seed::DEMO_PIPELINE,
+            chain = envs.join(" -> "),
+            sims = sim_urls.join("\n")
         );
     })
     .await;

@@ -9,6 +9,7 @@
 
 mod deploy_cmd;
 mod dev;
+mod dev_seed;
 mod profile;
 mod solution_cmd;
 

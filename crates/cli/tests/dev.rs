@@ -8,12 +8,17 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
-/// Starts `slipway dev` with `extra` arguments in `dir`; returns the child,
-/// the gateway's URL and the simulated test environment's URL.
-async fn start_dev(
-    dir: &std::path::Path,
-    extra: &[&str],
-) -> (tokio::process::Child, String, String) {
+/// What `slipway dev` printed at start.
+struct Dev {
+    child: tokio::process::Child,
+    gateway: String,
+    test_env: String,
+    admin_token: String,
+    maker_token: String,
+}
+
+/// Starts `slipway dev` with `extra` arguments in `dir`.
+async fn start_dev(dir: &std::path::Path, extra: &[&str]) -> Dev {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
         .args([
             "dev",
@@ -33,7 +38,10 @@ async fn start_dev(
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut gateway = None;
     let mut test_env = None;
-    while gateway.is_none() || test_env.is_none() {
+    let mut admin_token = None;
+    let mut maker_token = None;
+    while gateway.is_none() || test_env.is_none() || admin_token.is_none() || maker_token.is_none()
+    {
         let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
             .await
             .expect("slipway dev printed nothing for 60 s")
@@ -45,10 +53,22 @@ async fn start_dev(
         if let Some(url) = line.trim().strip_prefix("test: ") {
             test_env = Some(url.to_string());
         }
+        if let Some(token) = line.trim().strip_prefix("admin token: ") {
+            admin_token = Some(token.to_string());
+        }
+        if let Some(token) = line.trim().strip_prefix("maker token: ") {
+            maker_token = Some(token.to_string());
+        }
     }
     // Keep reading, so slipway dev never writes into a closed pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, gateway.unwrap(), test_env.unwrap())
+    Dev {
+        child,
+        gateway: gateway.unwrap(),
+        test_env: test_env.unwrap(),
+        admin_token: admin_token.unwrap(),
+        maker_token: maker_token.unwrap(),
+    }
 }
 
 /// `--amqp` and `--database-url` run the same on RabbitMQ and PostgreSQL.
@@ -57,7 +77,12 @@ async fn slipway_dev_runs_on_rabbitmq_and_postgresql() {
     let dir = tempfile::tempdir().unwrap();
     let vhost = slipway_testkit::rabbit::fresh_vhost().await.unwrap();
     let db = slipway_testkit::pg::fresh_database().await.unwrap();
-    let (mut child, gateway, _) = start_dev(
+    let Dev {
+        mut child,
+        gateway,
+        admin_token,
+        ..
+    } = start_dev(
         dir.path(),
         &["--amqp", &vhost.amqp_url(), "--database-url", db.url()],
     )
@@ -76,6 +101,7 @@ async fn slipway_dev_runs_on_rabbitmq_and_postgresql() {
             "json",
         ])
         .env("SLIPWAY_URL", &gateway)
+        .env("SLIPWAY_TOKEN", &admin_token)
         .env("SLIPWAY_PROFILE", dir.path().join("no-profile.toml"))
         .output()
         .unwrap();
@@ -98,8 +124,59 @@ async fn slipway_dev_runs_on_rabbitmq_and_postgresql() {
 #[tokio::test(flavor = "multi_thread")]
 async fn slipway_dev_deploys_and_serves_simulated_environments() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, gateway, test_env) = start_dev(dir.path(), &["--data-dir", "state"]).await;
-    let http = slipway_testkit::http_client().unwrap();
+    let Dev {
+        mut child,
+        gateway,
+        test_env,
+        admin_token,
+        maker_token,
+    } = start_dev(dir.path(), &["--data-dir", "state"]).await;
+    let http = slipway_testkit::http_client_with_token(&admin_token).unwrap();
+
+    // Seeded: the environments (checked with WhoAmI), and a pipeline
+    // dev -> test -> prod that the demo maker sees.
+    let maker = slipway_testkit::http_client_with_token(&maker_token).unwrap();
+    let pipelines: Value = maker
+        .get(format!("{gateway}/api/v1/pipelines"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stages: Vec<&str> = pipelines[0]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["test", "prod"], "{pipelines}");
+    assert_eq!(pipelines[0]["source_environments"][0]["name"], "dev");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let envs: Value = http
+            .get(format!("{gateway}/api/v1/environments"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let statuses: Vec<&str> = envs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["validation_status"].as_str().unwrap())
+            .collect();
+        if statuses == ["success", "success", "success"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "environments not validated: {envs}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let run: Value = http
         .post(format!("{gateway}/api/v1/deployments"))
@@ -144,6 +221,7 @@ async fn slipway_dev_deploys_and_serves_simulated_environments() {
         std::process::Command::new(env!("CARGO_BIN_EXE_slipway"))
             .args(args)
             .env("SLIPWAY_URL", &gateway)
+            .env("SLIPWAY_TOKEN", &admin_token)
             .env("SLIPWAY_PROFILE", dir.path().join("no-profile.toml"))
             .output()
             .unwrap()
@@ -196,14 +274,7 @@ async fn slipway_dev_deploys_and_serves_simulated_environments() {
             .output()
             .unwrap()
     };
-    let out = with_profile(&[
-        "profile",
-        "set",
-        "--url",
-        &gateway,
-        "--token",
-        "s3cret-t0ken",
-    ]);
+    let out = with_profile(&["profile", "set", "--url", &gateway, "--token", &admin_token]);
     assert!(
         out.status.success(),
         "{}",
@@ -226,7 +297,7 @@ async fn slipway_dev_deploys_and_serves_simulated_environments() {
     let shown = with_profile(&["profile", "show"]);
     let shown = String::from_utf8_lossy(&shown.stdout);
     assert!(
-        shown.contains(&gateway) && !shown.contains("s3cret"),
+        shown.contains(&gateway) && !shown.contains(&admin_token[12..]),
         "{shown}"
     );
     #[cfg(unix)]
@@ -267,6 +338,30 @@ async fn slipway_dev_deploys_and_serves_simulated_environments() {
             walk(dir.path())
         );
     }
+    // A restart keeps the data and the tokens, and seeds nothing twice.
+    let again = start_dev(dir.path(), &["--data-dir", "state"]).await;
+    assert_eq!(again.admin_token, admin_token);
+    let http = slipway_testkit::http_client_with_token(&admin_token).unwrap();
+    let pipelines: Value = http
+        .get(format!("{}/api/v1/pipelines", again.gateway))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pipelines.as_array().unwrap().len(), 1, "{pipelines}");
+    let run: Value = http
+        .get(format!("{}/api/v1/deployments/{id}", again.gateway))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(run["state"], "succeeded", "{run}");
+    drop(again);
+
     let completions = slipway(&["completions", "bash"]);
     assert!(completions.status.success());
     assert!(String::from_utf8_lossy(&completions.stdout).contains("slipway"));

@@ -1,19 +1,23 @@
-//! The HTTP API. Every error is an [`ApiError`], which says what went wrong
-//! and how to fix it, and never leaks internal details to the client.
+//! The HTTP API: the router, health checks, deployments and the OpenAPI
+//! document (the admin routes are in [`crate::admin`]). Every error is an
+//! [`ApiError`], which says what went wrong and how to fix it, and never
+//! leaks internal details to the client.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use slipway_messages::{Deployment, Envelope, ExportCommand, Message, PlaceholderWork};
-use slipway_store::{CancelOutcome, HistoryEntry, NewRun, Run};
+use slipway_store::{AccessRole, CancelOutcome, HistoryEntry, NewRun, Run};
 use tower_http::trace::TraceLayer;
 use uuid::Uuid;
 
 use crate::Gateway;
+use crate::admin;
+use crate::caller::Caller;
+pub use crate::error::ApiError;
+use crate::error::{Body, ErrorBody, FieldError};
 
 /// The gateway's routes, with request tracing outermost.
 pub fn router(gateway: Gateway) -> Router {
@@ -28,59 +32,109 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/api/v1/deployments/{id}/events", get(deployment_events))
         .route("/api/v1/deployments/{id}/cancel", post(cancel_deployment))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/me", get(admin::me))
+        .route(
+            "/api/v1/environments",
+            get(admin::list_environments).post(admin::create_environment),
+        )
+        .route(
+            "/api/v1/environments/{id}",
+            get(admin::get_environment)
+                .patch(admin::update_environment)
+                .delete(admin::delete_environment),
+        )
+        .route(
+            "/api/v1/environments/{id}/validate",
+            post(admin::validate_environment),
+        )
+        .route(
+            "/api/v1/pipelines",
+            get(admin::list_pipelines).post(admin::create_pipeline),
+        )
+        .route(
+            "/api/v1/pipelines/{id}",
+            get(admin::get_pipeline)
+                .patch(admin::update_pipeline)
+                .delete(admin::delete_pipeline),
+        )
+        .route("/api/v1/pipelines/{id}/stages", post(admin::add_stage))
+        .route(
+            "/api/v1/pipelines/{id}/stages/{stage_id}",
+            put(admin::update_stage).delete(admin::delete_stage),
+        )
+        .route("/api/v1/pipelines/{id}/shares", post(admin::share_pipeline))
+        .route(
+            "/api/v1/pipelines/{id}/shares/{kind}/{name}",
+            delete(admin::unshare_pipeline),
+        )
+        .route(
+            "/api/v1/role-grants",
+            get(admin::list_role_grants).post(admin::grant_role),
+        )
+        .route(
+            "/api/v1/role-grants/{kind}/{name}/{role}",
+            delete(admin::revoke_role),
+        )
+        .route(
+            "/api/v1/tokens",
+            get(admin::list_tokens).post(admin::create_token),
+        )
+        .route("/api/v1/tokens/{id}", delete(admin::revoke_token))
+        .route("/api/v1/audit", get(admin::list_audit))
+        .route("/api/v1/audit/verify", get(admin::verify_audit))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(gateway)
         .layer(TraceLayer::new_for_http())
 }
 
-/// Errors of the HTTP layer; each variant documents its status code.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// 400: the body is not the JSON this route takes.
-    #[error("{0}")]
-    BadRequest(String),
-    /// 422: the request is well-formed but a field is unusable.
-    #[error("{0}")]
-    Invalid(String),
-    /// 404: no such deployment.
-    #[error("no deployment with id {0}")]
-    NotFound(Uuid),
-    /// 409: the request conflicts with the run's state.
-    #[error("{0}")]
-    Conflict(String),
-    /// 500: logged with its cause; the client sees only that it happened.
-    #[error("internal error")]
-    Internal(#[from] anyhow::Error),
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = match &self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Internal(err) => {
-                tracing::error!(error = ?err, "request failed");
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
-        (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response()
+/// Rejections axum makes itself (a path id that is not a uuid, a method the
+/// route lacks, a wrong content type) answer in plain text; give them the
+/// same JSON shape as every other error.
+async fn json_errors(response: axum::response::Response) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
     }
-}
-
-impl From<slipway_store::StoreError> for ApiError {
-    fn from(err: slipway_store::StoreError) -> Self {
-        match err {
-            slipway_store::StoreError::DuplicateRun(id) => {
-                ApiError::Conflict(format!("a deployment with id {id} already exists"))
-            }
-            other => ApiError::Internal(other.into()),
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let mut message = String::from_utf8_lossy(&text).trim().to_owned();
+    if message.is_empty() {
+        message = status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_lowercase();
+    }
+    let mut json = (
+        status,
+        Json(ErrorBody {
+            error: message,
+            fields: Vec::new(),
+        }),
+    )
+        .into_response();
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            json.headers_mut().insert(name.clone(), value.clone());
         }
     }
+    json
+}
+
+/// Unknown paths get the same JSON error shape as everything else.
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!(
+        "no route {}; the API is described at /api/v1/openapi.json",
+        uri.path()
+    ))
 }
 
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "the process is up", body = String)))]
@@ -107,13 +161,28 @@ async fn readyz(State(gw): State<Gateway>) -> (StatusCode, Json<serde_json::Valu
     (status, Json(body))
 }
 
-/// What a maker submits to deploy a solution.
+/// What a maker submits to deploy a solution: through a pipeline's stage
+/// (`pipeline_id`, `stage_id`, and one of the pipeline's source
+/// environments), or, for admins only, straight from one environment to
+/// another by name.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitDeployment {
     pub solution_name: String,
-    pub source_environment: String,
-    pub target_environment: String,
+    /// The pipeline to deploy through; required for makers.
+    #[serde(default)]
+    pub pipeline_id: Option<Uuid>,
+    /// The stage of that pipeline to deploy to.
+    #[serde(default)]
+    pub stage_id: Option<Uuid>,
+    /// Name of the development environment the solution comes from; with
+    /// a pipeline, one of its source environments.
+    #[serde(default)]
+    pub source_environment: Option<String>,
+    /// Name of the target environment; with a pipeline, may be left out
+    /// when the stage has a single target.
+    #[serde(default)]
+    pub target_environment: Option<String>,
     #[serde(default)]
     pub version: Option<String>,
     /// The deployment settings JSON (`slipway settings create` writes one).
@@ -125,9 +194,6 @@ pub struct SubmitDeployment {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub placeholder: PlaceholderWork,
-    /// Who asks; until authentication lands this is taken on trust.
-    #[serde(default)]
-    pub requested_by: Option<String>,
 }
 
 /// A deployment run as the API shows it.
@@ -162,38 +228,146 @@ impl From<Run> for RunView {
     }
 }
 
-fn require(field: &str, value: &str) -> Result<(), ApiError> {
-    if value.trim().is_empty() {
-        return Err(ApiError::Invalid(format!("`{field}` must not be empty")));
+fn required<'a>(field: &str, value: Option<&'a str>) -> Result<&'a str, ApiError> {
+    match value.map(str::trim) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(ApiError::invalid(field, "must not be empty")),
     }
-    Ok(())
+}
+
+/// Where a deployment goes: the environments by name, and the pipeline and
+/// stage it runs through, if any.
+struct Route {
+    source: String,
+    target: String,
+    pipeline_id: Option<Uuid>,
+    stage_id: Option<Uuid>,
+}
+
+/// Checks the request against the pipeline: shared with the caller, the
+/// source environment linked to it, the target one of the stage's.
+async fn route_of(
+    gw: &Gateway,
+    caller: &Caller,
+    req: &SubmitDeployment,
+) -> Result<Route, ApiError> {
+    let Some(pipeline_id) = req.pipeline_id else {
+        if !caller.is_admin() {
+            return Err(ApiError::invalid(
+                "pipeline_id",
+                "makers deploy through a pipeline; give pipeline_id and stage_id (GET /api/v1/pipelines lists yours)",
+            ));
+        }
+        let source = required("source_environment", req.source_environment.as_deref())?;
+        let target = required("target_environment", req.target_environment.as_deref())?;
+        if source == target {
+            return Err(ApiError::invalid(
+                "target_environment",
+                "is the same as source_environment; deploy to another environment",
+            ));
+        }
+        return Ok(Route {
+            source: source.into(),
+            target: target.into(),
+            pipeline_id: None,
+            stage_id: None,
+        });
+    };
+    let pipeline = admin::visible_pipeline(gw, caller, pipeline_id).await?;
+    let stage_id = req.stage_id.ok_or_else(|| {
+        ApiError::invalid("stage_id", "give the stage of the pipeline to deploy to")
+    })?;
+    let stage = pipeline
+        .stages
+        .iter()
+        .find(|s| s.id == stage_id)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "stage_id",
+                format!("pipeline {} has no stage with id {stage_id}", pipeline.name),
+            )
+        })?;
+    let names = |envs: &[slipway_store::EnvironmentRef]| {
+        envs.iter()
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let source = required("source_environment", req.source_environment.as_deref())?;
+    if !pipeline
+        .source_environments
+        .iter()
+        .any(|e| e.name == source)
+    {
+        return Err(ApiError::invalid(
+            "source_environment",
+            format!(
+                "environment {source} is not linked to pipeline {}; deploy from one of: {}",
+                pipeline.name,
+                names(&pipeline.source_environments)
+            ),
+        ));
+    }
+    let target = match req.target_environment.as_deref().map(str::trim) {
+        Some(t) if !t.is_empty() => {
+            if !stage.targets.iter().any(|e| e.name == t) {
+                return Err(ApiError::invalid(
+                    "target_environment",
+                    format!(
+                        "stage {} deploys to {}, not to {t}",
+                        stage.name,
+                        names(&stage.targets)
+                    ),
+                ));
+            }
+            t.to_owned()
+        }
+        _ => match stage.targets.as_slice() {
+            [only] => only.name.clone(),
+            _ => {
+                return Err(ApiError::invalid(
+                    "target_environment",
+                    format!(
+                        "stage {} deploys to several environments ({}); name one",
+                        stage.name,
+                        names(&stage.targets)
+                    ),
+                ));
+            }
+        },
+    };
+    Ok(Route {
+        source: source.into(),
+        target,
+        pipeline_id: Some(pipeline_id),
+        stage_id: Some(stage_id),
+    })
 }
 
 /// Creates the run and its first command in one transaction, then wakes the
 /// relay. Answers 202: the deployment proceeds in the background.
 #[tracing::instrument(skip_all, fields(run_id))]
-#[utoipa::path(post, path = "/api/v1/deployments", request_body = SubmitDeployment,
+#[utoipa::path(post, path = "/api/v1/deployments", tag = "deployments", security(("bearer" = [])), request_body = SubmitDeployment,
     responses((status = 202, description = "accepted; the run proceeds in the background", body = RunView),
-              (status = 400, description = "not the JSON this route takes"), (status = 422, description = "a field is unusable")))]
+              (status = 400, description = "not JSON", body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, description = "no such pipeline visible to the caller", body = ErrorBody),
+              (status = 422, description = "a field is unusable", body = ErrorBody)))]
 async fn submit_deployment(
     State(gw): State<Gateway>,
-    body: Result<Json<SubmitDeployment>, JsonRejection>,
+    caller: Caller,
+    Body(req): Body<SubmitDeployment>,
 ) -> Result<(StatusCode, Json<RunView>), ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    require("solution_name", &req.solution_name)?;
-    require("source_environment", &req.source_environment)?;
-    require("target_environment", &req.target_environment)?;
-    if req.source_environment == req.target_environment {
-        return Err(ApiError::Invalid(
-            "`source_environment` and `target_environment` are the same; deploy to another environment".into(),
-        ));
-    }
+    caller.require(&[AccessRole::Maker], "deploy")?;
+    required("solution_name", Some(&req.solution_name))?;
+    let route = route_of(&gw, &caller, &req).await?;
     let id = Uuid::now_v7();
     tracing::Span::current().record("run_id", tracing::field::display(id));
     let deployment = Deployment {
         solution_name: req.solution_name,
-        source_environment: req.source_environment,
-        target_environment: req.target_environment,
+        source_environment: route.source,
+        target_environment: route.target,
+        pipeline_id: route.pipeline_id,
+        stage_id: route.stage_id,
         version: req.version,
         settings: req.settings,
         placeholder: req.placeholder,
@@ -207,36 +381,58 @@ async fn submit_deployment(
     let new = NewRun {
         id,
         deployment,
-        requested_by: req.requested_by.unwrap_or_else(|| "anonymous".into()),
+        requested_by: caller.subject.clone(),
     };
     let run = gw
         .store
         .create_run(&new, &first, &slipway_bus::current_trace_headers())
         .await?;
     gw.relay_wakeup.notify_one();
-    tracing::info!(run_id = %id, "deployment requested");
+    tracing::info!(run_id = %id, requested_by = %caller.subject, "deployment requested");
     Ok((StatusCode::ACCEPTED, Json(run.into())))
 }
 
-#[utoipa::path(get, path = "/api/v1/deployments/{id}", params(("id" = Uuid, Path, description = "run id")),
-    responses((status = 200, body = RunView), (status = 404, description = "no such deployment")))]
-async fn get_deployment(
-    State(gw): State<Gateway>,
-    Path(id): Path<Uuid>,
-) -> Result<Json<RunView>, ApiError> {
-    let run = gw.store.get_run(id).await?.ok_or(ApiError::NotFound(id))?;
-    Ok(Json(run.into()))
+/// The run if the caller may see it (admins: all; others: the runs they
+/// requested and those of pipelines shared with them); the same 404 otherwise.
+async fn visible_run(gw: &Gateway, caller: &Caller, id: Uuid) -> Result<Run, ApiError> {
+    let run = gw.store.get_run(id).await?;
+    let visible = match &run {
+        None => false,
+        Some(_) if caller.is_admin() => true,
+        Some(run) if run.requested_by == caller.subject => true,
+        Some(run) => match run.deployment.pipeline_id {
+            Some(p) => {
+                gw.store
+                    .pipeline_shared_with(p, &caller.principals())
+                    .await?
+            }
+            None => false,
+        },
+    };
+    match run {
+        Some(run) if visible => Ok(run),
+        _ => Err(ApiError::not_found("deployment", id)),
+    }
 }
 
-#[utoipa::path(get, path = "/api/v1/deployments/{id}/events", params(("id" = Uuid, Path, description = "run id")),
-    responses((status = 200, description = "state transitions and step events, oldest first", body = Vec<Object>), (status = 404, description = "no such deployment")))]
+#[utoipa::path(get, path = "/api/v1/deployments/{id}", tag = "deployments", security(("bearer" = [])), params(("id" = Uuid, Path, description = "run id")),
+    responses((status = 200, body = RunView), (status = 404, description = "no such deployment visible to the caller", body = ErrorBody)))]
+async fn get_deployment(
+    State(gw): State<Gateway>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<RunView>, ApiError> {
+    Ok(Json(visible_run(&gw, &caller, id).await?.into()))
+}
+
+#[utoipa::path(get, path = "/api/v1/deployments/{id}/events", tag = "deployments", security(("bearer" = [])), params(("id" = Uuid, Path, description = "run id")),
+    responses((status = 200, description = "state transitions and step events, oldest first", body = Vec<Object>), (status = 404, description = "no such deployment visible to the caller", body = ErrorBody)))]
 async fn deployment_events(
     State(gw): State<Gateway>,
+    caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Vec<HistoryEntry>>, ApiError> {
-    if gw.store.get_run(id).await?.is_none() {
-        return Err(ApiError::NotFound(id));
-    }
+    visible_run(&gw, &caller, id).await?;
     Ok(Json(gw.store.run_history(id).await?))
 }
 
@@ -251,39 +447,60 @@ fn default_limit() -> u32 {
     50
 }
 
-#[utoipa::path(get, path = "/api/v1/deployments", params(ListQuery), responses((status = 200, body = Vec<RunView>)))]
+/// The newest runs the caller may see.
+#[utoipa::path(get, path = "/api/v1/deployments", tag = "deployments", security(("bearer" = [])), params(ListQuery), responses((status = 200, body = Vec<RunView>)))]
 async fn list_deployments(
     State(gw): State<Gateway>,
-    Query(q): Query<ListQuery>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<RunView>>, ApiError> {
-    let runs = gw.store.list_runs(q.limit.clamp(1, 1000)).await?;
+    let Query(q) = query.map_err(|e| ApiError::invalid("limit", e.body_text()))?;
+    let limit = q.limit.clamp(1, 1000);
+    let runs = if caller.is_admin() {
+        gw.store.list_runs(limit).await?
+    } else {
+        let shared: Vec<Uuid> = gw
+            .store
+            .list_pipelines(Some(&caller.principals()))
+            .await?
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        gw.store
+            .list_runs_visible(limit, &caller.subject, &shared)
+            .await?
+    };
     Ok(Json(runs.into_iter().map(RunView::from).collect()))
 }
 
-/// Why a run is canceled, and by whom.
+/// Why a run is canceled.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
     #[serde(default)]
     pub reason: Option<String>,
-    #[serde(default)]
-    pub requested_by: Option<String>,
 }
 
 /// Cancels a run that has not started importing (an import cannot be
 /// stopped half way). 409 when it is too late.
-#[utoipa::path(post, path = "/api/v1/deployments/{id}/cancel", params(("id" = Uuid, Path, description = "run id")), request_body(content = Option<CancelRequest>),
-    responses((status = 200, body = RunView), (status = 404, description = "no such deployment"), (status = 409, description = "already importing or over")))]
+#[utoipa::path(post, path = "/api/v1/deployments/{id}/cancel", tag = "deployments", security(("bearer" = [])), params(("id" = Uuid, Path, description = "run id")), request_body(content = Option<CancelRequest>),
+    responses((status = 200, body = RunView), (status = 404, description = "no such deployment visible to the caller", body = ErrorBody), (status = 409, description = "already importing or over", body = ErrorBody)))]
 async fn cancel_deployment(
     State(gw): State<Gateway>,
+    caller: Caller,
     Path(id): Path<Uuid>,
-    body: Option<Json<CancelRequest>>,
+    body: axum::body::Bytes,
 ) -> Result<Json<RunView>, ApiError> {
-    let req = body.map(|Json(b)| b).unwrap_or_default();
-    let actor = req.requested_by.as_deref().unwrap_or("anonymous");
+    caller.require(&[AccessRole::Maker], "cancel deployments")?;
+    let req: CancelRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CancelRequest::default()
+    } else {
+        crate::error::parse_body(&body)?
+    };
+    visible_run(&gw, &caller, id).await?;
     match gw
         .store
-        .cancel_run(id, actor, req.reason.as_deref())
+        .cancel_run(id, &caller.subject, req.reason.as_deref())
         .await?
     {
         CancelOutcome::Canceled { .. } => {}
@@ -292,10 +509,35 @@ async fn cancel_deployment(
                 "deployment {id} is {state}; only runs that have not started importing can be canceled"
             )));
         }
-        CancelOutcome::UnknownRun => return Err(ApiError::NotFound(id)),
+        CancelOutcome::UnknownRun => return Err(ApiError::not_found("deployment", id)),
     }
-    let run = gw.store.get_run(id).await?.ok_or(ApiError::NotFound(id))?;
+    let run = gw
+        .store
+        .get_run(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("deployment", id))?;
     Ok(Json(run.into()))
+}
+
+/// Declares the bearer scheme every `/api/v1` route but this document uses.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API token (slw_...) created by an admin, or an OIDC access token when the gateway is configured for one",
+                    ))
+                    .build(),
+            ),
+        );
+    }
 }
 
 /// The OpenAPI description of this API.
@@ -303,8 +545,9 @@ async fn cancel_deployment(
 #[openapi(
     info(
         title = "Slipway gateway",
-        description = "Submit and follow deployments of Power Platform solutions"
+        description = "Deploy Power Platform solutions through pipelines; administer environments, pipelines, access and the audit log. Errors are JSON `{error, fields?}`: 401 without valid credentials, 403 when the caller's role does not allow the route, 404 for ids that do not exist or that the caller may not see (the two are indistinguishable), 409 for conflicts with the current state, 422 naming each unusable field."
     ),
+    modifiers(&BearerAuth),
     paths(
         healthz,
         readyz,
@@ -312,9 +555,34 @@ async fn cancel_deployment(
         list_deployments,
         get_deployment,
         deployment_events,
-        cancel_deployment
+        cancel_deployment,
+        admin::me,
+        admin::list_environments,
+        admin::create_environment,
+        admin::get_environment,
+        admin::update_environment,
+        admin::delete_environment,
+        admin::validate_environment,
+        admin::list_pipelines,
+        admin::create_pipeline,
+        admin::get_pipeline,
+        admin::update_pipeline,
+        admin::delete_pipeline,
+        admin::add_stage,
+        admin::update_stage,
+        admin::delete_stage,
+        admin::share_pipeline,
+        admin::unshare_pipeline,
+        admin::list_role_grants,
+        admin::grant_role,
+        admin::revoke_role,
+        admin::create_token,
+        admin::list_tokens,
+        admin::revoke_token,
+        admin::list_audit,
+        admin::verify_audit
     ),
-    components(schemas(SubmitDeployment, RunView, CancelRequest))
+    components(schemas(SubmitDeployment, RunView, CancelRequest, ErrorBody, FieldError))
 )]
 pub struct ApiDoc;
 

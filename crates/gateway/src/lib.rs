@@ -1,7 +1,11 @@
 //! The gateway: Slipway's HTTP API and the one writer of its database.
 //!
-//! - [`api`]: the routes (`/healthz`, `/readyz`, `/api/v1/deployments...`)
-//!   and their error type.
+//! - [`api`]: the router, health checks, deployments and the OpenAPI
+//!   document; [`admin`]: environments, pipelines, stages, sharing, role
+//!   grants, API tokens and the audit log.
+//! - [`caller`]: who is calling (API token or OIDC JWT) and their roles;
+//!   [`error`]: the one error type and the JSON body extractor that names
+//!   the unusable field.
 //! - [`relay`]: the outbox relay, which publishes the commands that
 //!   [`slipway_store::Store::create_run`] wrote in the same transaction as
 //!   the run, with publisher confirms, and only then marks them published.
@@ -10,16 +14,20 @@
 //!   through its state machine (idempotently: redelivered events change
 //!   nothing).
 //!
-//! The gateway never talks to Dataverse environments; the workers do.
+//! The gateway talks to Dataverse environments only to check an
+//! environment an admin registers (WhoAmI); deployments are the workers'.
 
+pub mod admin;
 pub mod api;
+pub mod caller;
+pub mod error;
 pub mod events;
 pub mod relay;
 
 use std::sync::Arc;
 
 use slipway_bus::Bus;
-use slipway_service::config::Config;
+use slipway_service::config::{Config, GatewayConfig};
 use slipway_service::shutdown::CancellationToken;
 use slipway_store::Store;
 use tokio::sync::Notify;
@@ -31,6 +39,45 @@ pub struct Gateway {
     pub bus: Bus,
     /// Wakes the outbox relay as soon as a run is created.
     pub relay_wakeup: Arc<Notify>,
+    /// Checks OIDC bearer tokens, when `auth.oidc_*` is configured.
+    pub oidc: Option<slipway_auth::OidcVerifier>,
+    pub config: Arc<GatewayConfig>,
+}
+
+/// The OIDC verifier `config` asks for: none when no `auth.oidc_*` key is
+/// set, an error naming the missing key when only some are.
+pub fn oidc_from_config(
+    config: &slipway_service::config::AuthConfig,
+) -> anyhow::Result<Option<slipway_auth::OidcVerifier>> {
+    let keys = [
+        ("auth.oidc_issuer", &config.oidc_issuer),
+        ("auth.oidc_audience", &config.oidc_audience),
+        ("auth.oidc_jwks_url", &config.oidc_jwks_url),
+    ];
+    if keys.iter().all(|(_, v)| v.is_none()) {
+        return Ok(None);
+    }
+    let missing: Vec<&str> = keys
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| *k)
+        .collect();
+    let (Some(issuer), Some(audience), Some(jwks_url)) = (
+        &config.oidc_issuer,
+        &config.oidc_audience,
+        &config.oidc_jwks_url,
+    ) else {
+        anyhow::bail!(
+            "OIDC sign-in needs auth.oidc_issuer, auth.oidc_audience and auth.oidc_jwks_url; missing: {}",
+            missing.join(", ")
+        );
+    };
+    let mut settings = slipway_auth::OidcSettings::new(issuer, audience, jwks_url);
+    settings.groups_claim.clone_from(&config.oidc_groups_claim);
+    settings
+        .subject_claim
+        .clone_from(&config.oidc_subject_claim);
+    Ok(Some(slipway_auth::OidcVerifier::new(settings)?))
 }
 
 /// Runs the HTTP server, the outbox relay and the event consumer until
@@ -48,6 +95,8 @@ pub async fn run(
         store,
         bus,
         relay_wakeup: Arc::new(Notify::new()),
+        oidc: oidc_from_config(&config.auth)?,
+        config: Arc::new(config.gateway.clone()),
     };
     let listener = tokio::net::TcpListener::bind(&config.gateway.listen)
         .await

@@ -30,6 +30,19 @@ async fn start(database_url: &str) -> App {
         ..BusConfig::default()
     };
     let store = Store::connect(database_url).await.unwrap();
+    let admin = slipway_gateway::admin::issue_token(
+        &store,
+        "test",
+        slipway_gateway::admin::TokenRequest {
+            name: "api test".into(),
+            subject: "api-admin".into(),
+            groups: vec![],
+            roles: vec![slipway_store::AccessRole::Admin],
+            expires_in_days: None,
+        },
+    )
+    .await
+    .unwrap();
     let bus = Bus::connect(&config.bus).await.unwrap();
     let shutdown = CancellationToken::new();
     tokio::spawn(serve(
@@ -58,7 +71,7 @@ async fn start(database_url: &str) -> App {
     let addr = rx.await.unwrap();
     App {
         url: format!("http://{addr}"),
-        http: slipway_testkit::http_client().unwrap(),
+        http: slipway_testkit::http_client_with_token(&admin.token).unwrap(),
         shutdown,
         task,
     }
@@ -150,14 +163,17 @@ async fn bad_requests_get_clear_errors(app: &App) {
     let (status, body) = app
         .post("/api/v1/deployments", json!({"solution_name": "x"}))
         .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("source_environment"),
-        "{body}"
-    );
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["fields"][0]["field"], "source_environment", "{body}");
+
+    let (status, body) = app
+        .post(
+            "/api/v1/deployments",
+            json!({"solution_name": "x", "colour": 1}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("colour"), "{body}");
 
     let mut same = deployment();
     same["target_environment"] = "dev".into();
