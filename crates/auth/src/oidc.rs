@@ -54,6 +54,15 @@ pub struct OidcSettings {
     /// Clock skew tolerated on `exp` and `nbf`.
     #[serde(default = "default_leeway_secs")]
     pub leeway_secs: u64,
+    /// Longest a fetched JWKS is used before it is fetched again even for
+    /// known keys, so a key the provider withdrew stops being trusted. While
+    /// the provider is unreachable, the old keys stay in use.
+    #[serde(default = "default_jwks_max_age_secs")]
+    pub jwks_max_age_secs: u64,
+}
+
+fn default_jwks_max_age_secs() -> u64 {
+    24 * 60 * 60
 }
 
 fn default_groups_claim() -> String {
@@ -87,6 +96,7 @@ impl OidcSettings {
             subject_claim: default_subject_claim(),
             jwks_refresh_min_secs: default_jwks_refresh_min_secs(),
             leeway_secs: default_leeway_secs(),
+            jwks_max_age_secs: default_jwks_max_age_secs(),
         }
     }
 
@@ -248,7 +258,10 @@ impl OidcVerifier {
     /// fetched, and refetching (rate limited) when the `kid` is unknown.
     async fn key_for(&self, header: &TokenHeader) -> Result<Arc<CachedKey>, AuthError> {
         let fetches_seen = self.inner.fetches.load(Ordering::Acquire);
+        let max_age = Duration::from_secs(self.inner.settings.jwks_max_age_secs);
+        let fresh = |cache: &KeyCache| cache.fetched_at.elapsed() < max_age;
         if let Some(cache) = self.cached().await
+            && fresh(&cache)
             && let Some(found) = self.lookup(&cache, header)?
         {
             return Ok(found);
@@ -256,19 +269,23 @@ impl OidcVerifier {
 
         let mut refresh = self.inner.refresh.lock().await;
         let cached = self.cached().await;
-        if let Some(cache) = &cached
+        let stale = cached.as_ref().filter(|c| !fresh(c)).cloned();
+        if let Some(cache) = cached.as_ref().filter(|c| fresh(c))
             && let Some(found) = self.lookup(cache, header)?
         {
             return Ok(found);
         }
         if self.inner.fetches.load(Ordering::Acquire) != fetches_seen {
             // Someone fetched while this caller waited; their outcome stands.
-            return match &refresh.last_error {
-                Some(err) => Err(err.clone()),
-                None => Err(self.unknown_key(header)),
+            return match (&refresh.last_error, &stale) {
+                (Some(_), Some(old)) => self
+                    .lookup(old, header)?
+                    .ok_or_else(|| self.unknown_key(header)),
+                (Some(err), None) => Err(err.clone()),
+                (None, _) => Err(self.unknown_key(header)),
             };
         }
-        if cached.is_some() {
+        if cached.is_some() && stale.is_none() {
             let min = Duration::from_secs(self.inner.settings.jwks_refresh_min_secs);
             if refresh
                 .last_kid_refetch
@@ -292,6 +309,14 @@ impl OidcVerifier {
             }
             Err(err) => {
                 refresh.last_error = Some(err.clone());
+                // Rather than lock everybody out while the provider is
+                // down, keep trusting the keys last fetched.
+                if let Some(old) = &stale {
+                    tracing::warn!(url = %self.jwks_url(), error = %err, "JWKS refetch failed; using the keys fetched before");
+                    if let Some(found) = self.lookup(old, header)? {
+                        return Ok(found);
+                    }
+                }
                 Err(err)
             }
         }
@@ -633,6 +658,8 @@ fn asymmetric_alg(name: &str) -> Option<Algorithm> {
 /// The usable keys of one JWKS.
 struct KeyCache {
     keys: Vec<Arc<CachedKey>>,
+    /// When this set was fetched; older than `jwks_max_age_secs` is stale.
+    fetched_at: Instant,
 }
 
 struct CachedKey {
@@ -659,7 +686,10 @@ impl KeyCache {
             .filter_map(|value| serde_json::from_value::<Jwk>(value).ok())
             .filter_map(|jwk| usable_key(&jwk).map(Arc::new))
             .collect();
-        KeyCache { keys }
+        KeyCache {
+            keys,
+            fetched_at: Instant::now(),
+        }
     }
 
     fn find(&self, kid: Option<&str>, alg: Algorithm) -> Lookup {

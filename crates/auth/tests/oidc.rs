@@ -681,3 +681,25 @@ async fn malformed_bearer_values_are_client_errors() {
     assert!(err.is_client_error(), "{err}");
     assert_eq!(server.hits(), 1);
 }
+
+/// A JWKS older than `jwks_max_age_secs` is fetched again even for a known
+/// key, so a key the provider withdrew stops being trusted; while the
+/// provider is down, the keys fetched before stay in use.
+#[tokio::test]
+async fn stale_jwks_is_refetched_and_withdrawn_keys_stop_working() {
+    let server = JwksServer::start(jwks(&[RSA_1_JWK])).await;
+    let mut settings = server.settings();
+    settings.jwks_max_age_secs = 0;
+    let verifier = OidcVerifier::new(settings).unwrap();
+    assert!(verifier.verify(&rs256(&claims())).await.is_ok());
+    assert_eq!(server.hits(), 1);
+    // Provider down: the stale keys still verify (and a fetch was tried).
+    server.state.status.store(503, Ordering::SeqCst);
+    assert!(verifier.verify(&rs256(&claims())).await.is_ok());
+    assert_eq!(server.hits(), 2);
+    // Provider back, key withdrawn: the token is refused after the refetch.
+    server.state.status.store(200, Ordering::SeqCst);
+    server.serve(jwks(&[RSA_2_JWK]));
+    assert!(verifier.verify(&rs256(&claims())).await.is_err());
+    assert_eq!(server.hits(), 3);
+}
