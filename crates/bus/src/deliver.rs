@@ -315,6 +315,7 @@ async fn emit(
             service: role.as_str().to_owned(),
             instance: Some(crate::instance_name()),
             detail: Some(reason),
+            outcome: None,
         }),
     );
     bus.publish(&event).await

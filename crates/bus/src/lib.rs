@@ -191,6 +191,34 @@ impl Bus {
         self.send(route, &envelope.encode(), headers).await
     }
 
+    /// Publishes a command so that it is delivered after about `delay`
+    /// (through the role's retry queues, whose TTL dead-letters it back, so
+    /// no delivery is held while waiting): the largest retry tier not over
+    /// `delay`, else the shortest. The importer polls long imports this way.
+    /// Events and bus setups without retry tiers are published at once.
+    pub async fn publish_delayed(
+        &self,
+        envelope: &Envelope,
+        delay: Duration,
+    ) -> Result<(), BusError> {
+        let tiers = self.config().retry_tiers();
+        let (Some(role), Some(shortest)) = (envelope.message.role(), tiers.first().copied()) else {
+            return self.publish(envelope).await;
+        };
+        let tier = tiers
+            .iter()
+            .copied()
+            .filter(|t| *t <= delay)
+            .max()
+            .unwrap_or(shortest);
+        self.send(
+            Route::Retry(QueueName::Role(role), tier),
+            &envelope.encode(),
+            &current_trace_headers(),
+        )
+        .await
+    }
+
     /// Puts bytes as they are into a queue, e.g. to replay a parked message.
     pub async fn publish_raw(
         &self,

@@ -55,6 +55,6 @@ pub mod types;
 
 pub use auth::Credentials;
 pub use client::{Client, ClientConfig, RetryPolicy};
-pub use credentials_ref::{CredentialsRef, CredentialsRefError, SecretRef};
+pub use credentials_ref::{CredentialsRef, CredentialsRefError, SecretRef, client_for};
 pub use error::DataverseError;
 pub use types::*;

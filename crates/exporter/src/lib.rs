@@ -8,8 +8,8 @@
 //! parking, events) is the real one. It never touches the database.
 
 use slipway_bus::HandlerError;
-use slipway_messages::{ArtifactRef, Envelope, Message, Role, ValidateCommand};
-use slipway_service::worker::Step;
+use slipway_messages::{ArtifactRef, Envelope, Message, Role, StepOutcome, ValidateCommand};
+use slipway_service::worker::{Step, StepDone};
 
 /// The export step.
 #[derive(Debug, Default)]
@@ -21,7 +21,7 @@ impl Step for ExporterStep {
         Role::Exporter
     }
 
-    async fn run(&self, envelope: &Envelope) -> Result<Option<Message>, HandlerError> {
+    async fn run(&self, envelope: &Envelope) -> Result<StepDone, HandlerError> {
         let Message::Export(cmd) = &envelope.message else {
             return Err(HandlerError::Permanent(format!(
                 "the exporter takes `export` commands, not `{}`",
@@ -36,13 +36,20 @@ impl Step for ExporterStep {
         // Placeholder identity: the real exporter stores the files and
         // names them by their sha256.
         let placeholder = format!("placeholder:{}:{version}", cmd.deployment.solution_name);
-        Ok(Some(Message::Validate(ValidateCommand {
-            deployment: cmd.deployment.clone(),
-            artifact: ArtifactRef {
-                managed_sha256: format!("{placeholder}:managed"),
-                unmanaged_sha256: format!("{placeholder}:unmanaged"),
-                version,
-            },
-        })))
+        let artifact = ArtifactRef {
+            managed_sha256: format!("{placeholder}:managed"),
+            unmanaged_sha256: format!("{placeholder}:unmanaged"),
+            version,
+            managed_bytes: 0,
+        };
+        Ok(StepDone::succeeded(
+            Some(StepOutcome::Exported {
+                artifact: artifact.clone(),
+            }),
+            Some(Message::Validate(ValidateCommand {
+                deployment: cmd.deployment.clone(),
+                artifact,
+            })),
+        ))
     }
 }

@@ -6,7 +6,7 @@ async fn main() -> anyhow::Result<()> {
     slipway_service::worker::main(
         "slipway-exporter",
         "Exports a solution from its source environment and stores the artifact",
-        slipway_exporter::ExporterStep,
+        |_config| async { Ok(slipway_exporter::ExporterStep) },
     )
     .await
 }

@@ -315,8 +315,7 @@ pub struct PipelineRequest {
     /// Allow deploying a version older than the one installed.
     #[serde(default)]
     pub allow_redeploy_older: bool,
-    /// The development environments makers deploy from.
-    #[serde(default)]
+    /// The development environments makers deploy from (at least one).
     pub source_environment_ids: Vec<Uuid>,
 }
 

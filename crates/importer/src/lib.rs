@@ -8,7 +8,7 @@
 
 use slipway_bus::HandlerError;
 use slipway_messages::{Envelope, Message, Role};
-use slipway_service::worker::Step;
+use slipway_service::worker::{Step, StepDone};
 
 /// The import step.
 #[derive(Debug, Default)]
@@ -20,9 +20,9 @@ impl Step for ImporterStep {
         Role::Importer
     }
 
-    async fn run(&self, envelope: &Envelope) -> Result<Option<Message>, HandlerError> {
+    async fn run(&self, envelope: &Envelope) -> Result<StepDone, HandlerError> {
         match &envelope.message {
-            Message::Import(_) => Ok(None),
+            Message::Import(_) => Ok(StepDone::succeeded(None, None)),
             other => Err(HandlerError::Permanent(format!(
                 "the importer takes `import` commands, not `{}`",
                 other.kind()

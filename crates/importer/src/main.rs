@@ -6,7 +6,7 @@ async fn main() -> anyhow::Result<()> {
     slipway_service::worker::main(
         "slipway-importer",
         "Imports an artifact into its target environment",
-        slipway_importer::ImporterStep,
+        |_config| async { Ok(slipway_importer::ImporterStep) },
     )
     .await
 }

@@ -221,10 +221,49 @@ pub struct Deployment {
     pub pipeline_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage_id: Option<Uuid>,
-    /// What the placeholder steps do until the real export, validation and
-    /// import land; lets tests and benchmarks drive delays and failures.
+    /// Where to export from and how to reach it. `None` (with `target`)
+    /// makes the workers do [`PlaceholderWork`] instead of real steps: the
+    /// benchmark and the bus tests use that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<EnvironmentAccess>,
+    /// Where to import into and how to reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<EnvironmentAccess>,
+    /// The maker's deployment notes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// The stage's policies, checked by the validator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies: Option<slipway_policy::StagePolicies>,
+    /// The pipeline allows deploying a version lower than the installed one.
+    #[serde(default)]
+    pub allow_older_version: bool,
+    /// After a passed validation the validator hands the import on only
+    /// when this is false; when true (approval, a pre-deployment gate or a
+    /// scheduled time) the gateway sends the import command later.
+    #[serde(default)]
+    pub hold_after_validation: bool,
+    /// What the placeholder steps do when there are no environments to talk
+    /// to; lets tests and benchmarks drive delays and failures.
     #[serde(default)]
     pub placeholder: PlaceholderWork,
+}
+
+impl Deployment {
+    /// True when the workers talk to real environments (both ends known).
+    pub fn is_real(&self) -> bool {
+        self.source.is_some() && self.target.is_some()
+    }
+}
+
+/// How a worker reaches an environment: its URL and its credentials *by
+/// reference* (`{"kind":"static_token","token_ref":"env:NAME"}`, see
+/// `slipway_dataverse::CredentialsRef`). Never a secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvironmentAccess {
+    pub name: String,
+    pub url: String,
+    pub credentials: serde_json::Value,
 }
 
 /// Behaviour of the placeholder steps (see [`Deployment::placeholder`]).
@@ -250,6 +289,9 @@ pub struct ArtifactRef {
     pub unmanaged_sha256: String,
     /// The version stamped into the artifact.
     pub version: String,
+    /// Size of the managed file in bytes (what is imported).
+    #[serde(default)]
+    pub managed_bytes: u64,
 }
 
 /// Export the solution from the source environment and store the artifact.
@@ -266,10 +308,22 @@ pub struct ValidateCommand {
 }
 
 /// Import the artifact's managed file into the target environment.
+///
+/// An import can run for hours, so the importer never holds a delivery
+/// while it runs: it starts the import (with an import job id derived from
+/// the run, so a redelivery finds the same import), then sends itself this
+/// command again, delayed, with `async_operation_id` set, and each delivery
+/// polls once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImportCommand {
     pub deployment: Deployment,
     pub artifact: ArtifactRef,
+    /// The environment's asynchronous operation of the import, once started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub async_operation_id: Option<Uuid>,
+    /// Polls done so far (for backoff and for progress).
+    #[serde(default)]
+    pub polls: u32,
 }
 
 /// A pipeline step.
@@ -307,6 +361,135 @@ pub struct RunEvent {
     /// Human-readable detail: the reason of a failure, the artifact made...
     #[serde(default)]
     pub detail: Option<String>,
+    /// What a step produced, for the gateway to keep on the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<StepOutcome>,
+}
+
+/// What a step reports beyond its status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StepOutcome {
+    /// The exporter stored the artifact (or found it stored).
+    Exported { artifact: ArtifactRef },
+    /// The validator's findings about `artifact`; with verdict `passed`
+    /// the run imports exactly that artifact.
+    Validated {
+        artifact: ArtifactRef,
+        report: ValidationReport,
+    },
+    /// An import in progress (sent with status `started`, repeatedly).
+    ImportProgress {
+        async_operation_id: Uuid,
+        /// 0 to 100 when the environment says; `None` when it does not.
+        #[serde(default)]
+        percent: Option<f64>,
+    },
+    /// The import finished.
+    Imported {
+        async_operation_id: Uuid,
+        /// The environment's own message, if any.
+        #[serde(default)]
+        message: Option<String>,
+    },
+}
+
+/// The validator's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Nothing stands in the way of the import.
+    Passed,
+    /// Only deployment settings are missing or wrong; the maker can supply
+    /// them and validation runs again.
+    NeedsSettings,
+    /// Something the maker cannot fix with settings (missing dependencies,
+    /// a lower version, a policy).
+    Failed,
+}
+
+/// What the validator found, shown to the maker in words they understand.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationReport {
+    pub verdict: Verdict,
+    /// The artifact's version and what the target has installed.
+    pub artifact_version: String,
+    #[serde(default)]
+    pub installed_version: Option<String>,
+    /// Why the version may not be deployed (lower than installed...).
+    #[serde(default)]
+    pub version_problem: Option<String>,
+    /// Components the solution needs that the target lacks.
+    #[serde(default)]
+    pub missing_dependencies: Vec<MissingDependency>,
+    /// Errors the target reported when staging the solution.
+    #[serde(default)]
+    pub errors: Vec<String>,
+    #[serde(default)]
+    pub connection_references: Vec<ConnectionReferenceCheck>,
+    #[serde(default)]
+    pub environment_variables: Vec<EnvironmentVariableCheck>,
+    #[serde(default)]
+    pub policy_violations: Vec<slipway_policy::PolicyViolation>,
+    /// Component-level changes against what the target has installed
+    /// (`slipway_solution::SolutionDiff` as JSON).
+    #[serde(default)]
+    pub diff: Option<serde_json::Value>,
+}
+
+/// A component the solution needs and the target lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingDependency {
+    /// e.g. `Entity`, `Attribute`.
+    pub required_type: String,
+    /// Display or schema name of what is missing.
+    pub required: String,
+    /// The solution component that needs it.
+    #[serde(default)]
+    pub required_by: Option<String>,
+}
+
+/// A connection reference of the solution and the connection it will use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionReferenceCheck {
+    pub logical_name: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    pub connector_id: String,
+    /// The connection chosen in the settings, if any.
+    #[serde(default)]
+    pub connection_id: Option<String>,
+    /// Why it cannot be used as is; `None` when it is fine.
+    #[serde(default)]
+    pub problem: Option<String>,
+    /// The target's connections of the same connector.
+    #[serde(default)]
+    pub candidates: Vec<ConnectionCandidate>,
+}
+
+/// A connection in the target that a connection reference could use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionCandidate {
+    pub id: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+/// An environment variable of the solution and the value it will have.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvironmentVariableCheck {
+    pub schema_name: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// string, number, boolean, json, data_source or secret.
+    pub type_name: String,
+    /// Where the value comes from: `settings`, `current` (already set in
+    /// the target), `default` (the definition's), or `None` when it has none.
+    #[serde(default)]
+    pub value_source: Option<String>,
+    /// Why it cannot be used as is; `None` when it is fine.
+    #[serde(default)]
+    pub problem: Option<String>,
 }
 
 /// The outcome a [`RunEvent`] reports.
@@ -336,6 +519,12 @@ mod tests {
                     target_environment: "test".into(),
                     pipeline_id: None,
                     stage_id: None,
+                    source: None,
+                    target: None,
+                    notes: None,
+                    policies: None,
+                    allow_older_version: false,
+                    hold_after_validation: false,
                     version: Some("1.0.0.2".into()),
                     settings: None,
                     placeholder: PlaceholderWork::default(),

@@ -20,6 +20,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub gateway: GatewayConfig,
     pub auth: AuthConfig,
+    pub artifacts: ArtifactsConfig,
+    pub environments: EnvironmentsConfig,
 }
 
 /// Logs and traces.
@@ -113,7 +115,7 @@ impl Default for GatewayConfig {
             outbox_batch: 100,
             outbox_lease_ms: 30_000,
             event_batch: 256,
-            max_stages_per_pipeline: 10,
+            max_stages_per_pipeline: 7,
             environment_check_timeout_ms: 20_000,
         }
     }
@@ -146,6 +148,48 @@ impl Default for AuthConfig {
             oidc_jwks_url: None,
             oidc_groups_claim: "groups".into(),
             oidc_subject_claim: "sub".into(),
+        }
+    }
+}
+
+/// Where exported solution files are kept (content-addressed). The
+/// exporter writes, the validator and importer read, the gateway serves
+/// downloads: all must see the same store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArtifactsConfig {
+    /// A folder (`file:///var/lib/slipway/artifacts` or a plain path) or
+    /// `s3://bucket/prefix` (with the `s3` feature; `AWS_*` variables).
+    pub url: String,
+}
+
+impl Default for ArtifactsConfig {
+    fn default() -> Self {
+        ArtifactsConfig {
+            url: "slipway-artifacts".into(),
+        }
+    }
+}
+
+/// How the workers talk to Dataverse environments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnvironmentsConfig {
+    /// Timeout of one Web API request (imports are polled, not waited on).
+    pub request_timeout_ms: u64,
+    /// First pause between two polls of a running import; doubles up to
+    /// `import_poll_max_ms`.
+    pub import_poll_ms: u64,
+    /// Longest pause between two polls of a running import.
+    pub import_poll_max_ms: u64,
+}
+
+impl Default for EnvironmentsConfig {
+    fn default() -> Self {
+        EnvironmentsConfig {
+            request_timeout_ms: 120_000,
+            import_poll_ms: 2_000,
+            import_poll_max_ms: 30_000,
         }
     }
 }

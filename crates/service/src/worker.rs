@@ -1,5 +1,6 @@
 //! The part every worker shares: consume the role's queue, report the step
-//! as started, do it, publish the next command, report it succeeded, ack.
+//! as started, do it, report how it ended (with what it produced), publish
+//! the next command, ack.
 //!
 //! Each worker crate only implements [`Step`]; retries, parking, failure
 //! events, acks and shutdown come from here and from `slipway-bus`.
@@ -7,7 +8,7 @@
 use std::time::Duration;
 
 use slipway_bus::{Bus, Handler, HandlerError, QueueName};
-use slipway_messages::{Envelope, Message, Role, RunEvent, StepStatus};
+use slipway_messages::{Envelope, Message, Role, RunEvent, StepOutcome, StepStatus};
 
 use crate::shutdown::CancellationToken;
 
@@ -17,9 +18,78 @@ pub trait Step: Send + Sync + 'static {
     /// The role whose queue this step consumes.
     fn role(&self) -> Role;
 
-    /// Does the work for one command and returns the next command, if any.
-    /// Must be idempotent: a command may be delivered more than once.
-    async fn run(&self, envelope: &Envelope) -> Result<Option<Message>, HandlerError>;
+    /// Does the work for one command. Must be idempotent: a command may be
+    /// delivered more than once. Transient errors are retried by the bus;
+    /// a step that ends the run on purpose (a failed validation) returns
+    /// [`StepDone::failed`] instead.
+    async fn run(&self, envelope: &Envelope) -> Result<StepDone, HandlerError>;
+
+    /// True for a command that continues work already reported as started
+    /// (the importer's polls): no second `started` event.
+    fn is_continuation(&self, _envelope: &Envelope) -> bool {
+        false
+    }
+}
+
+/// How a step ended, what it produced, and what comes next.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepDone {
+    pub report: StepReport,
+    /// Human-readable detail of the event (a failure's reason).
+    pub detail: Option<String>,
+    /// What the step produced, carried on its event.
+    pub outcome: Option<StepOutcome>,
+    /// The command to publish next (confirmed before the ack).
+    pub next: Option<Message>,
+    /// Deliver `next` after about this long (see `Bus::publish_delayed`).
+    pub next_delay: Option<Duration>,
+}
+
+/// Which event a finished delivery reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepReport {
+    /// The step is done: a `succeeded` event.
+    Succeeded,
+    /// The step ended the run: a `failed` event with the detail.
+    Failed,
+    /// Still running (a long import): a `started` event carrying the
+    /// progress outcome, and `next` continues it.
+    InProgress,
+}
+
+impl StepDone {
+    /// Done; `next` goes on at once.
+    pub fn succeeded(outcome: Option<StepOutcome>, next: Option<Message>) -> Self {
+        StepDone {
+            report: StepReport::Succeeded,
+            detail: None,
+            outcome,
+            next,
+            next_delay: None,
+        }
+    }
+
+    /// The run fails for `reason`; nothing comes next.
+    pub fn failed(reason: impl Into<String>, outcome: Option<StepOutcome>) -> Self {
+        StepDone {
+            report: StepReport::Failed,
+            detail: Some(reason.into()),
+            outcome,
+            next: None,
+            next_delay: None,
+        }
+    }
+
+    /// Still running; `next` continues after `delay`.
+    pub fn in_progress(outcome: Option<StepOutcome>, next: Message, delay: Duration) -> Self {
+        StepDone {
+            report: StepReport::InProgress,
+            detail: None,
+            outcome,
+            next: Some(next),
+            next_delay: Some(delay),
+        }
+    }
 }
 
 /// Consume `step`'s queue on `bus` until `shutdown` is cancelled.
@@ -53,6 +123,7 @@ where
         envelope: &Envelope,
         status: StepStatus,
         detail: Option<String>,
+        outcome: Option<StepOutcome>,
     ) -> Result<(), HandlerError> {
         let role = self.step.role();
         let event = envelope.next(Message::RunEvent(RunEvent {
@@ -61,6 +132,7 @@ where
             service: role.as_str().into(),
             instance: Some(self.instance.clone()),
             detail,
+            outcome,
         }));
         self.bus.publish(&event).await.map_err(|err| {
             HandlerError::Transient(format!("cannot publish the {status:?} event: {err}"))
@@ -94,7 +166,10 @@ where
 impl<S: Step> Handler for StepHandler<S> {
     #[tracing::instrument(name = "step", skip_all, fields(role = %self.step.role(), run_id = %envelope.run_id, attempt = envelope.attempt))]
     async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {
-        self.report(&envelope, StepStatus::Started, None).await?;
+        if !self.step.is_continuation(&envelope) {
+            self.report(&envelope, StepStatus::Started, None, None)
+                .await?;
+        }
         if let Some(millis) = envelope
             .message
             .deployment()
@@ -106,27 +181,42 @@ impl<S: Step> Handler for StepHandler<S> {
         if let Some(err) = self.placeholder_failure(&envelope) {
             return Err(err);
         }
-        let next = self.step.run(&envelope).await?;
-        // Success is reported before the next step is handed its command, so
-        // observers see the steps in order; both are confirmed before the
-        // bus acks this command. A crash in between redelivers the command,
-        // and the idempotent step does it again.
-        self.report(&envelope, StepStatus::Succeeded, None).await?;
-        if let Some(next) = next {
-            self.bus
-                .publish(&envelope.next(next))
-                .await
-                .map_err(|err| {
-                    HandlerError::Transient(format!("cannot publish the next command: {err}"))
-                })?;
+        let done = self.step.run(&envelope).await?;
+        // The outcome is reported before the next step is handed its
+        // command, so observers see the steps in order; both are confirmed
+        // before the bus acks this command. A crash in between redelivers
+        // the command, and the idempotent step does it again.
+        let status = match done.report {
+            StepReport::Succeeded => StepStatus::Succeeded,
+            StepReport::Failed => StepStatus::Failed,
+            StepReport::InProgress => StepStatus::Started,
+        };
+        self.report(&envelope, status, done.detail, done.outcome)
+            .await?;
+        if let Some(next) = done.next {
+            let next = envelope.next(next);
+            let published = match done.next_delay {
+                Some(delay) => self.bus.publish_delayed(&next, delay).await,
+                None => self.bus.publish(&next).await,
+            };
+            published.map_err(|err| {
+                HandlerError::Transient(format!("cannot publish the next command: {err}"))
+            })?;
         }
         Ok(())
     }
 }
 
 /// The `main` of a worker binary `name` (whose `--help` says `about`):
-/// arguments, configuration, telemetry, bus, consume until SIGTERM/SIGINT.
-pub async fn main<S: Step>(name: &'static str, about: &'static str, step: S) -> anyhow::Result<()> {
+/// arguments, configuration, telemetry, then `make` builds the step from
+/// the configuration (opening what it needs, e.g. the artifact store), then
+/// bus, consume until SIGTERM/SIGINT.
+pub async fn main<S, F, Fut>(name: &'static str, about: &'static str, make: F) -> anyhow::Result<()>
+where
+    S: Step,
+    F: FnOnce(crate::config::Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<S>>,
+{
     use anyhow::Context as _;
     let args = crate::args::ServiceArgs::parse_for(name, about);
     let config = crate::config::Config::load(args.config.as_deref())?;
@@ -135,5 +225,6 @@ pub async fn main<S: Step>(name: &'static str, about: &'static str, step: S) -> 
     let bus = Bus::connect(&config.bus)
         .await
         .context("cannot connect to the bus")?;
+    let step = make(config).await?;
     serve(bus, step, shutdown).await
 }

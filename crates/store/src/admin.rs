@@ -874,6 +874,12 @@ async fn pipelines_using(
 }
 
 async fn check_sources(tx: &mut Transaction<'static, Any>, ids: &[Uuid]) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Err(StoreError::invalid(
+            "source_environment_ids",
+            "a pipeline needs at least one development environment to deploy from",
+        ));
+    }
     let mut seen = BTreeSet::new();
     for (i, id) in ids.iter().enumerate() {
         let field = format!("source_environment_ids[{i}]");

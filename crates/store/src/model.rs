@@ -230,6 +230,7 @@ mod tests {
             service: "test".into(),
             instance: None,
             detail: None,
+            outcome: None,
         }
     }
 

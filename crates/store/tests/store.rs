@@ -88,6 +88,12 @@ fn deployment() -> Deployment {
         target_environment: "test".into(),
         pipeline_id: None,
         stage_id: None,
+        source: None,
+        target: None,
+        notes: None,
+        policies: None,
+        allow_older_version: false,
+        hold_after_validation: false,
         version: Some("1.0.0.2".into()),
         settings: Some(serde_json::json!({"EnvironmentVariables": []})),
         placeholder: PlaceholderWork::default(),
@@ -137,6 +143,7 @@ fn event(run: Uuid, step: Option<Step>, status: StepStatus, detail: Option<&str>
             service: service.into(),
             instance: Some(format!("{service}-host:1")),
             detail: detail.map(Into::into),
+            outcome: None,
         }),
     )
 }
