@@ -129,6 +129,18 @@ impl From<slipway_store::StoreError> for ApiError {
             }
             StoreError::Invalid { field, reason } => ApiError::invalid(field, reason),
             StoreError::Conflict(message) => ApiError::Conflict(message),
+            // A race the rules' own checks could not see (another replica
+            // wrote the same name a moment before).
+            StoreError::Database(err)
+                if err
+                    .as_database_error()
+                    .is_some_and(|d| d.is_unique_violation()) =>
+            {
+                ApiError::Conflict(
+                    "something with the same name or key was just created; reload and try again"
+                        .into(),
+                )
+            }
             other => ApiError::Internal(other.into()),
         }
     }

@@ -123,7 +123,7 @@ impl Store {
         let id = Uuid::now_v7();
         let now = now_millis();
         let credentials = to_json("credentials", &new.credentials)?;
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_admin_write().await?;
         ensure_environment_name_free(&mut tx, &new.name, None).await?;
         sqlx::query(
             "INSERT INTO environments (id, name, url, kind, credentials, validation_status, \
@@ -187,7 +187,7 @@ impl Store {
         if let Some(name) = &patch.name {
             check_name("name", name)?;
         }
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_admin_write().await?;
         let before = load_environment(&mut tx, id)
             .await?
             .ok_or_else(|| StoreError::not_found("environment", id))?;
@@ -250,7 +250,7 @@ impl Store {
 
     /// Remove an environment no pipeline uses.
     pub async fn delete_environment(&self, actor: &str, id: Uuid) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_admin_write().await?;
         let before = load_environment(&mut tx, id)
             .await?
             .ok_or_else(|| StoreError::not_found("environment", id))?;
@@ -283,7 +283,7 @@ impl Store {
         status: ValidationStatus,
         error: Option<&str>,
     ) -> Result<Option<Environment>, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_admin_write().await?;
         let Some(before) = load_environment(&mut tx, checked.id).await? else {
             return Ok(None);
         };
@@ -328,7 +328,7 @@ impl Store {
         check_name("name", &new.name)?;
         let id = Uuid::now_v7();
         let now = now_millis();
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_admin_write().await?;
         ensure_pipeline_name_free(&mut tx, &new.name, None).await?;
         check_sources(&mut tx, &new.source_environment_ids).await?;
         sqlx::query(
@@ -364,7 +364,7 @@ impl Store {
         if let Some(name) = &patch.name {
             check_name("name", name)?;
         }
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_admin_write().await?;
         let before = load_pipeline(&mut tx, id)
             .await?
             .ok_or_else(|| StoreError::not_found("pipeline", id))?;
@@ -401,7 +401,7 @@ impl Store {
 
     /// Remove a pipeline with its stages and shares.
     pub async fn delete_pipeline(&self, actor: &str, id: Uuid) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_admin_write().await?;
         let before = load_pipeline(&mut tx, id)
             .await?
             .ok_or_else(|| StoreError::not_found("pipeline", id))?;
@@ -500,7 +500,7 @@ impl Store {
         spec: &StageSpec,
         max_stages: usize,
     ) -> Result<Stage, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_admin_write().await?;
         let pipeline = load_pipeline(&mut tx, pipeline_id)
             .await?
             .ok_or_else(|| StoreError::not_found("pipeline", pipeline_id))?;
@@ -550,7 +550,7 @@ impl Store {
         stage_id: Uuid,
         spec: &StageSpec,
     ) -> Result<Stage, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_admin_write().await?;
         let pipeline = load_pipeline(&mut tx, pipeline_id)
             .await?
             .ok_or_else(|| StoreError::not_found("pipeline", pipeline_id))?;
@@ -593,7 +593,7 @@ impl Store {
         pipeline_id: Uuid,
         stage_id: Uuid,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_admin_write().await?;
         let pipeline = load_pipeline(&mut tx, pipeline_id)
             .await?
             .ok_or_else(|| StoreError::not_found("pipeline", pipeline_id))?;
@@ -644,8 +644,8 @@ impl Store {
         pipeline_id: Uuid,
         principal: &Principal,
     ) -> Result<bool, StoreError> {
-        check_name("principal.name", &principal.name)?;
-        let mut tx = self.begin_write().await?;
+        check_name("name", &principal.name)?;
+        let mut tx = self.begin_admin_write().await?;
         if load_pipeline_row(&mut tx, pipeline_id).await?.is_none() {
             return Err(StoreError::not_found("pipeline", pipeline_id));
         }
@@ -683,7 +683,7 @@ impl Store {
         pipeline_id: Uuid,
         principal: &Principal,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_admin_write().await?;
         if load_pipeline_row(&mut tx, pipeline_id).await?.is_none() {
             return Err(StoreError::not_found("pipeline", pipeline_id));
         }
@@ -718,7 +718,7 @@ impl Store {
     /// Give a role; false if it was already given.
     pub async fn grant_role(&self, actor: &str, grant: &RoleGrant) -> Result<bool, StoreError> {
         check_name("principal.name", &grant.principal.name)?;
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_admin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO role_grants (principal_kind, principal, role) VALUES ($1, $2, $3) \
              ON CONFLICT DO NOTHING",
@@ -744,9 +744,28 @@ impl Store {
         Ok(inserted)
     }
 
-    /// Take a role back; false if it was not given.
+    /// Take a role back; false if it was not given. The last admin grant
+    /// is refused (Conflict): nobody could administer Slipway after it.
     pub async fn revoke_role(&self, actor: &str, grant: &RoleGrant) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_admin_write().await?;
+        if grant.role == AccessRole::Admin {
+            let admins: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM role_grants WHERE role = 'admin'")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let this_one: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM role_grants WHERE principal_kind = $1 AND principal = $2 AND role = 'admin'",
+            )
+            .bind(grant.principal.kind.as_str())
+            .bind(&grant.principal.name)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if this_one.is_some() && admins <= 1 {
+                return Err(StoreError::Conflict(
+                    "this is the last admin grant; grant admin to someone else first, or nobody could administer Slipway".into(),
+                ));
+            }
+        }
         let deleted = sqlx::query(
             "DELETE FROM role_grants WHERE principal_kind = $1 AND principal = $2 AND role = $3",
         )

@@ -458,11 +458,30 @@ impl Store {
             }
         }
         let last = expected_seq - 1;
-        if last != head_seq || prev != head_hash {
+        if last > head_seq {
+            return Ok(broken(
+                head_seq + 1,
+                format!(
+                    "records {} to {last} lie beyond the chain's head ({head_seq}): they were added outside Slipway",
+                    head_seq + 1
+                ),
+                records,
+            ));
+        }
+        if last < head_seq {
             return Ok(broken(
                 last + 1,
                 format!(
                     "the chain ends at record {last} but its head says {head_seq}: records were removed from the end"
+                ),
+                records,
+            ));
+        }
+        if prev != head_hash {
+            return Ok(broken(
+                last,
+                format!(
+                    "the chain's head does not match record {last}'s hash: the head was altered"
                 ),
                 records,
             ));

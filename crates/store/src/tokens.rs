@@ -59,7 +59,7 @@ impl Store {
         }
         let id = Uuid::now_v7();
         let now = now_millis();
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_admin_write().await?;
         sqlx::query(
             "INSERT INTO api_tokens (id, name, subject, groups_json, token_hash, display_prefix, \
                created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -115,7 +115,7 @@ impl Store {
     /// Revoke a token; revoking twice keeps the first time.
     pub async fn revoke_api_token(&self, actor: &str, id: Uuid) -> Result<ApiToken, StoreError> {
         let now = now_millis();
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_admin_write().await?;
         let sql = format!("{SELECT_TOKEN} WHERE id = $1");
         let before = sqlx::query_as::<_, TokenRow>(sqlx::AssertSqlSafe(sql.clone()))
             .bind(id.to_string())
