@@ -432,6 +432,63 @@ impl Client {
         self.get_collection("connections", &[]).await
     }
 
+    /// The components of an installed solution (`msdyn_solutioncomponentsummaries`
+    /// filtered by `msdyn_solutionid`), every page. Unlike `solutioncomponents`,
+    /// whose rows name components only by object id, these rows carry schema
+    /// names, which is how solution packages name most components.
+    pub async fn solution_components(
+        &self,
+        solution_id: Uuid,
+    ) -> Result<Vec<SolutionComponentSummary>, DataverseError> {
+        #[derive(Deserialize)]
+        struct Page {
+            value: Vec<SolutionComponentSummary>,
+            #[serde(rename = "@odata.nextLink", default)]
+            next_link: Option<String>,
+        }
+        /// Bounds a server that keeps answering with a next page.
+        const MAX_PAGES: usize = 10_000;
+        const WHAT: &str = "msdyn_solutioncomponentsummaries";
+        let filter = format!("msdyn_solutionid eq {solution_id}");
+        let mut raw = self
+            .send(
+                Method::GET,
+                WHAT,
+                &[
+                    (
+                        "$select",
+                        "msdyn_componenttype,msdyn_componenttypename,msdyn_schemaname,msdyn_objectid,msdyn_name",
+                    ),
+                    ("$filter", &filter),
+                ],
+                None,
+            )
+            .await?;
+        let mut out = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let page: Page = decode(WHAT, &raw)?;
+            out.extend(page.value);
+            let Some(next) = page.next_link else {
+                return Ok(out);
+            };
+            // The next link is absolute; `send` takes it relative to the API base.
+            let path = next
+                .strip_prefix(self.inner.api_base.as_str())
+                .ok_or_else(|| DataverseError::Decode {
+                    what: WHAT.into(),
+                    message: format!(
+                        "@odata.nextLink {next:?} does not start with the API base {}",
+                        self.inner.api_base
+                    ),
+                })?;
+            raw = self.send(Method::GET, path, &[], None).await?;
+        }
+        Err(DataverseError::Decode {
+            what: WHAT.into(),
+            message: format!("more than {MAX_PAGES} pages; the listing does not end"),
+        })
+    }
+
     async fn get_json<T: DeserializeOwned>(
         &self,
         path: &str,

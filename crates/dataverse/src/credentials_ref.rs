@@ -454,6 +454,25 @@ fn check_token_url(token_url: &str) -> Result<(), String> {
     }
 }
 
+/// A client for the environment at `url`, authenticating with the stored
+/// credentials reference `credentials` (JSON of [`CredentialsRef`]),
+/// resolved now, in this process.
+pub fn client_for(
+    url: &str,
+    credentials: &serde_json::Value,
+    request_timeout: std::time::Duration,
+) -> Result<crate::Client, crate::DataverseError> {
+    let reference: CredentialsRef = serde_json::from_value(credentials.clone()).map_err(|e| {
+        crate::DataverseError::Config(format!("the environment's credentials are unreadable: {e}"))
+    })?;
+    let credentials = reference
+        .resolve()
+        .map_err(|e| crate::DataverseError::Config(e.to_string()))?;
+    let mut config = crate::ClientConfig::new(url, credentials);
+    config.request_timeout = request_timeout;
+    crate::Client::new(config)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -819,23 +838,4 @@ mod tests {
         assert!(text.contains("token_ref"), "{text}");
         assert!(text.contains("\"kind\""), "{text}");
     }
-}
-
-/// A client for the environment at `url`, authenticating with the stored
-/// credentials reference `credentials` (JSON of [`CredentialsRef`]),
-/// resolved now, in this process.
-pub fn client_for(
-    url: &str,
-    credentials: &serde_json::Value,
-    request_timeout: std::time::Duration,
-) -> Result<crate::Client, crate::DataverseError> {
-    let reference: CredentialsRef = serde_json::from_value(credentials.clone()).map_err(|e| {
-        crate::DataverseError::Config(format!("the environment's credentials are unreadable: {e}"))
-    })?;
-    let credentials = reference
-        .resolve()
-        .map_err(|e| crate::DataverseError::Config(e.to_string()))?;
-    let mut config = crate::ClientConfig::new(url, credentials);
-    config.request_timeout = request_timeout;
-    crate::Client::new(config)
 }

@@ -11,7 +11,8 @@
 //!   `ImportSolutionAsync` + polling `asyncoperations(<id>)`,
 //!   `DeleteAndPromote`,
 //!   `environmentvariabledefinitions`, `environmentvariablevalues`,
-//!   `connectionreferences`, `connections`.
+//!   `connectionreferences`, `connections`, the components of an installed
+//!   solution (`msdyn_solutioncomponentsummaries`).
 //! - [`auth`]: [`Credentials`]: OAuth 2.0 client credentials (token cached,
 //!   refreshed before expiry and once after a 401) or a static bearer token.
 //! - [`credentials_ref`]: [`CredentialsRef`] / [`SecretRef`]: what Slipway

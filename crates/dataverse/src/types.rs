@@ -389,3 +389,35 @@ pub struct Connection {
     /// `status`: `Connected` when usable, otherwise e.g. `Error`.
     pub status: String,
 }
+
+/// A row of `msdyn_solutioncomponentsummaries`: one component of an
+/// installed solution, named the way solution packages name it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SolutionComponentSummary {
+    /// `msdyn_componenttype`: the component type code (1 Entity, 29 Workflow,
+    /// 61 WebResource, 380 environment variable definition...); Dataverse
+    /// types the column as a decimal. `None` when only a name is known.
+    #[serde(rename = "msdyn_componenttype", default)]
+    pub component_type: Option<f64>,
+    /// `msdyn_componenttypename`, e.g. `Entity`.
+    #[serde(rename = "msdyn_componenttypename", default)]
+    pub component_type_name: Option<String>,
+    /// `msdyn_schemaname`, when the component has one.
+    #[serde(rename = "msdyn_schemaname", default)]
+    pub schema_name: Option<String>,
+    /// `msdyn_objectid`: the component's id.
+    #[serde(rename = "msdyn_objectid", default)]
+    pub object_id: Option<String>,
+    /// `msdyn_name`: its (display) name.
+    #[serde(rename = "msdyn_name", default)]
+    pub name: Option<String>,
+}
+
+impl SolutionComponentSummary {
+    /// The type code, when it is a whole non-negative number.
+    pub fn type_code(&self) -> Option<u32> {
+        self.component_type
+            .filter(|c| c.fract() == 0.0 && *c >= 0.0 && *c <= f64::from(u32::MAX))
+            .map(|c| c as u32)
+    }
+}

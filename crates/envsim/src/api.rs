@@ -501,7 +501,7 @@ async fn read(
         ApiError::not_found(format!(
             "Resource not found for the segment '{resource}'. The simulator serves WhoAmI, solutions, \
              asyncoperations, environmentvariabledefinitions, environmentvariablevalues, \
-             connectionreferences and connections"
+             connectionreferences, connections and msdyn_solutioncomponentsummaries"
         ))
     })?;
     let entity = resource.strip_suffix('s').unwrap_or(&resource);
@@ -576,8 +576,8 @@ fn parse_filter(filter: &str) -> Result<Vec<Condition>, ApiError> {
             StatusCode::BAD_REQUEST,
             codes::QUERY_SYNTAX,
             format!(
-                "the simulator supports only $filter=field eq 'text' (or true, false, null, a number), \
-                 joined by 'and'; got {filter:?}"
+                "the simulator supports only $filter=field eq 'text' (or true, false, null, a number, \
+                 a guid), joined by 'and'; got {filter:?}"
             ),
         )
     };
@@ -616,9 +616,13 @@ fn parse_filter(filter: &str) -> Result<Vec<Condition>, ApiError> {
                 "true" => Value::Bool(true),
                 "false" => Value::Bool(false),
                 "null" => Value::Null,
-                n => serde_json::from_str::<serde_json::Number>(n)
-                    .map(Value::Number)
-                    .map_err(|_| unsupported())?,
+                // OData writes guids bare: `msdyn_solutionid eq 7c1f...`.
+                n => match serde_json::from_str::<serde_json::Number>(n) {
+                    Ok(number) => Value::Number(number),
+                    Err(_) => Uuid::parse_str(n)
+                        .map(|g| Value::String(g.to_string()))
+                        .map_err(|_| unsupported())?,
+                },
             };
             (value, remaining)
         };
@@ -987,6 +991,9 @@ mod tests {
                 },
             ]
         );
+        let g = parse_filter("msdyn_solutionid eq 7C1F0E2A-0000-4000-8000-00000000ABCD").unwrap();
+        assert_eq!(g[0].value, json!("7c1f0e2a-0000-4000-8000-00000000abcd"));
+        assert!(parse_filter("msdyn_solutionid eq not-a-guid").is_err());
         assert!(parse_filter("contains(uniquename,'x')").is_err());
         assert!(parse_filter("uniquename eq 'open").is_err());
         assert!(parse_filter("a eq 1 or b eq 2").is_err());

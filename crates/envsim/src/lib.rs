@@ -10,7 +10,9 @@
 //! - `api` (private): axum routes. Each environment lives at
 //!   `http://HOST:PORT/{env}/api/data/v9.2/`: `WhoAmI`, `solutions`,
 //!   `asyncoperations(<id>)`, `environmentvariabledefinitions`,
-//!   `environmentvariablevalues`, `connectionreferences`, `connections`
+//!   `environmentvariablevalues`, `connectionreferences`, `connections`,
+//!   `msdyn_solutioncomponentsummaries` (the components each installed
+//!   solution registered, filtered by `msdyn_solutionid`)
 //!   (GET with `$select` and a `$filter` subset: `field eq literal [and ...]`),
 //!   and the actions `ExportSolution`, `StageSolution`, `ImportSolutionAsync`,
 //!   `DeleteAndPromote`.

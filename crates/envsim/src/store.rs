@@ -503,6 +503,9 @@ impl Store {
         env: &str,
         set: &str,
     ) -> Result<Option<(Vec<&'static str>, Rows)>, sqlx::Error> {
+        if set == "msdyn_solutioncomponentsummaries" {
+            return self.component_summaries(env).await.map(Some);
+        }
         let (sql, columns): (&str, &[(&'static str, Kind)]) = match set {
             "solutions" => (
                 "SELECT solution_id, unique_name, friendly_name, version, managed, installed_on, 1
@@ -569,6 +572,76 @@ impl Store {
             columns.iter().map(|(name, _)| *name).collect(),
             rows.iter().map(|r| to_json(r, columns)).collect(),
         )))
+    }
+
+    /// `msdyn_solutioncomponentsummaries`: one row per component an installed
+    /// solution registered. The simulator keeps components by `ComponentKey`
+    /// (type + schema name or id), so a key whose name is a guid is served as
+    /// `msdyn_objectid`, any other as `msdyn_schemaname`; a type written as a
+    /// name (`bots`) has no `msdyn_componenttype` number, only its name.
+    async fn component_summaries(
+        &self,
+        env: &str,
+    ) -> Result<(Vec<&'static str>, Rows), sqlx::Error> {
+        use std::hash::{Hash, Hasher};
+        const COLUMNS: [&str; 7] = [
+            "msdyn_solutioncomponentsummaryid",
+            "msdyn_solutionid",
+            "msdyn_componenttype",
+            "msdyn_componenttypename",
+            "msdyn_schemaname",
+            "msdyn_objectid",
+            "msdyn_name",
+        ];
+        let rows = sqlx::query(
+            "SELECT s.solution_id, c.component_type, c.name FROM components c
+             JOIN solutions s ON s.env = c.env AND s.unique_name = c.solution
+             WHERE c.env = ? ORDER BY s.unique_name, c.component_type, c.name",
+        )
+        .bind(env)
+        .fetch_all(&self.pool)
+        .await?;
+        let rows = rows
+            .iter()
+            .map(|r| {
+                let solution_id: String = r.get(0);
+                let component_type: String = r.get(1);
+                let name: String = r.get(2);
+                // A stable row id: the same component gets the same id on every read.
+                let half = |seed: u8| {
+                    let mut h = std::hash::DefaultHasher::new();
+                    (seed, &solution_id, &component_type, &name).hash(&mut h);
+                    h.finish()
+                };
+                let id = Uuid::from_u64_pair(half(1), half(2));
+                let parsed = slipway_solution::ComponentType::parse(&component_type);
+                let code = match parsed {
+                    slipway_solution::ComponentType::Code(c) => Value::from(c),
+                    slipway_solution::ComponentType::Name(_) => Value::Null,
+                };
+                let type_name = parsed.label().unwrap_or(&component_type).to_string();
+                let (schema_name, object_id) = if Uuid::parse_str(&name).is_ok() {
+                    (Value::Null, Value::String(name.clone()))
+                } else {
+                    (Value::String(name.clone()), Value::Null)
+                };
+                let values = [
+                    Value::String(id.to_string()),
+                    Value::String(solution_id.to_ascii_lowercase()),
+                    code,
+                    Value::String(type_name),
+                    schema_name,
+                    object_id,
+                    Value::String(name),
+                ];
+                COLUMNS
+                    .iter()
+                    .map(|c| (*c).to_string())
+                    .zip(values)
+                    .collect::<Map<String, Value>>()
+            })
+            .collect();
+        Ok((COLUMNS.to_vec(), rows))
     }
 
     /// One `asyncoperations(<id>)` row as JSON.

@@ -6,7 +6,7 @@ async fn main() -> anyhow::Result<()> {
     slipway_service::worker::main(
         "slipway-importer",
         "Imports an artifact into its target environment",
-        |_config| async { Ok(slipway_importer::ImporterStep) },
+        |config| async move { slipway_importer::ImporterStep::from_config(&config).await },
     )
     .await
 }

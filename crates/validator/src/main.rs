@@ -6,7 +6,7 @@ async fn main() -> anyhow::Result<()> {
     slipway_service::worker::main(
         "slipway-validator",
         "Validates an artifact against its target environment",
-        |_config| async { Ok(slipway_validator::ValidatorStep) },
+        |config| async move { slipway_validator::ValidatorStep::from_config(&config).await },
     )
     .await
 }
