@@ -237,6 +237,8 @@ async fn outbox_survives_a_gateway_crash_and_replicas_relay_each_command_once() 
             id,
             deployment,
             requested_by: "test".into(),
+            gates: Default::default(),
+            artifact: None,
         };
         store
             .create_run(&new, &first, &Default::default())

@@ -72,6 +72,13 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
             args.data_dir.join("slipway.sqlite").display()
         );
     }
+    if config.artifacts.url == slipway_service::config::ArtifactsConfig::default().url {
+        // No store chosen anywhere: a folder in the data directory.
+        config.artifacts.url = std::path::absolute(args.data_dir.join("artifacts"))
+            .context("cannot resolve the data directory")?
+            .display()
+            .to_string();
+    }
     if let Some(listen) = args.listen {
         config.gateway.listen = listen;
     }
@@ -139,17 +146,17 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     let workers = [
         tokio::spawn(worker(
             bus.clone(),
-            slipway_exporter::ExporterStep,
+            slipway_exporter::ExporterStep::from_config(&config).await?,
             shutdown.clone(),
         )),
         tokio::spawn(worker(
             bus.clone(),
-            slipway_validator::ValidatorStep,
+            slipway_validator::ValidatorStep::from_config(&config).await?,
             shutdown.clone(),
         )),
         tokio::spawn(worker(
             bus.clone(),
-            slipway_importer::ImporterStep,
+            slipway_importer::ImporterStep::from_config(&config).await?,
             shutdown.clone(),
         )),
     ];

@@ -8,8 +8,10 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use slipway_messages::{Deployment, Envelope, ExportCommand, Message, PlaceholderWork};
-use slipway_store::{AccessRole, CancelOutcome, HistoryEntry, NewRun, Run};
+use slipway_messages::{
+    Deployment, Envelope, ExportCommand, Message, PlaceholderWork, ValidateCommand,
+};
+use slipway_store::{AccessRole, CancelOutcome, HistoryEntry, NewRun, Run, RunGates};
 use tower_http::trace::TraceLayer;
 use uuid::Uuid;
 
@@ -18,6 +20,7 @@ use crate::admin;
 use crate::caller::Caller;
 pub use crate::error::ApiError;
 use crate::error::{Body, ErrorBody, FieldError};
+use crate::runs;
 
 /// The gateway's routes, with request tracing outermost.
 pub fn router(gateway: Gateway) -> Router {
@@ -31,6 +34,22 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/api/v1/deployments/{id}", get(get_deployment))
         .route("/api/v1/deployments/{id}/events", get(deployment_events))
         .route("/api/v1/deployments/{id}/cancel", post(cancel_deployment))
+        .route("/api/v1/deployments/{id}/approve", post(runs::approve))
+        .route("/api/v1/deployments/{id}/reject", post(runs::reject))
+        .route(
+            "/api/v1/deployments/{id}/gates/{gate}",
+            post(runs::complete_gate),
+        )
+        .route(
+            "/api/v1/deployments/{id}/settings",
+            put(runs::supply_settings),
+        )
+        .route("/api/v1/deployments/{id}/retry", post(runs::retry))
+        .route(
+            "/api/v1/deployments/{id}/artifact",
+            get(runs::download_artifact),
+        )
+        .route("/api/v1/approvals", get(runs::approvals))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/me", get(admin::me))
         .route(
@@ -183,14 +202,26 @@ pub struct SubmitDeployment {
     /// when the stage has a single target.
     #[serde(default)]
     pub target_environment: Option<String>,
+    /// The version to deploy. First stage: the version the artifact gets
+    /// (none: the installed revision plus one); later stages: a version
+    /// that succeeded in the previous stage (none: the newest one).
     #[serde(default)]
     pub version: Option<String>,
     /// The deployment settings JSON (`slipway settings create` writes one).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub settings: Option<serde_json::Value>,
-    /// What the placeholder steps do (delays, injected failures) until the
-    /// real steps land.
+    /// Deployment notes, shown to approvers and kept with the run.
+    #[serde(default)]
+    pub notes: Option<String>,
+    /// Import no earlier than this (RFC 3339); now when absent.
+    #[serde(default)]
+    pub scheduled_at: Option<String>,
+    /// Validate only: export (or reuse) and validate, never import.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// What placeholder steps do (delays, injected failures) for runs
+    /// without environments (admin deployments by environment name).
     #[serde(default)]
     #[schema(value_type = Object)]
     pub placeholder: PlaceholderWork,
@@ -208,6 +239,16 @@ pub struct RunView {
     #[schema(value_type = Object)]
     pub deployment: Deployment,
     pub requested_by: String,
+    /// The gates the run passes and how each went, and its scheduled time.
+    pub gates: RunGates,
+    /// The artifact validated and imported (sha256 ids, version, size).
+    #[schema(value_type = Option<Object>)]
+    pub artifact: Option<slipway_messages::ArtifactRef>,
+    /// The latest validation: verdict, missing dependencies, connection
+    /// references and environment variables with their problems, policy
+    /// violations, the component diff against the target.
+    #[schema(value_type = Option<Object>)]
+    pub validation: Option<slipway_messages::ValidationReport>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: time::OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -216,12 +257,23 @@ pub struct RunView {
 
 impl From<Run> for RunView {
     fn from(run: Run) -> Self {
+        let mut deployment = run.deployment;
+        // How environments are reached is the workers' business.
+        for access in [&mut deployment.source, &mut deployment.target]
+            .into_iter()
+            .flatten()
+        {
+            access.credentials = serde_json::Value::Null;
+        }
         RunView {
             id: run.id,
             state: run.state.to_string(),
             reason: run.reason,
-            deployment: run.deployment,
+            deployment,
             requested_by: run.requested_by,
+            gates: run.gates,
+            artifact: run.artifact,
+            validation: run.validation,
             created_at: run.created_at,
             updated_at: run.updated_at,
         }
@@ -242,6 +294,8 @@ struct Route {
     target: String,
     pipeline_id: Option<Uuid>,
     stage_id: Option<Uuid>,
+    /// Through a pipeline: the pipeline and the stage.
+    through: Option<(slipway_store::Pipeline, slipway_store::Stage)>,
 }
 
 /// Checks the request against the pipeline: shared with the caller, the
@@ -271,6 +325,7 @@ async fn route_of(
             target: target.into(),
             pipeline_id: None,
             stage_id: None,
+            through: None,
         });
     };
     let pipeline = admin::visible_pipeline(gw, caller, pipeline_id).await?;
@@ -336,11 +391,13 @@ async fn route_of(
             }
         },
     };
+    let stage = stage.clone();
     Ok(Route {
         source: source.into(),
         target,
         pipeline_id: Some(pipeline_id),
         stage_id: Some(stage_id),
+        through: Some((pipeline, stage)),
     })
 }
 
@@ -357,37 +414,77 @@ async fn submit_deployment(
     caller: Caller,
     Body(req): Body<SubmitDeployment>,
 ) -> Result<(StatusCode, Json<RunView>), ApiError> {
+    submit(&gw, &caller, req).await
+}
+
+/// Checks a deployment request and starts its run (also used by retry).
+pub(crate) async fn submit(
+    gw: &Gateway,
+    caller: &Caller,
+    req: SubmitDeployment,
+) -> Result<(StatusCode, Json<RunView>), ApiError> {
+    let gw = gw.clone();
+    let caller = caller.clone();
     caller.require(&[AccessRole::Maker], "deploy")?;
     required("solution_name", Some(&req.solution_name))?;
+    let scheduled_at = parse_when("scheduled_at", req.scheduled_at.as_deref())?;
     let route = route_of(&gw, &caller, &req).await?;
     let id = Uuid::now_v7();
     tracing::Span::current().record("run_id", tracing::field::display(id));
-    let deployment = Deployment {
-        solution_name: req.solution_name,
-        source_environment: route.source,
-        target_environment: route.target,
+    let mut deployment = Deployment {
+        solution_name: req.solution_name.trim().to_owned(),
+        source_environment: route.source.clone(),
+        target_environment: route.target.clone(),
         pipeline_id: route.pipeline_id,
         stage_id: route.stage_id,
         source: None,
         target: None,
-        notes: None,
+        notes: req.notes.clone().filter(|n| !n.trim().is_empty()),
         policies: None,
         allow_older_version: false,
         hold_after_validation: false,
-        version: req.version,
-        settings: req.settings,
-        placeholder: req.placeholder,
+        version: req.version.clone(),
+        settings: req.settings.clone(),
+        placeholder: req.placeholder.clone(),
     };
+    let mut gates = RunGates {
+        scheduled_at,
+        dry_run: req.dry_run,
+        ..RunGates::default()
+    };
+    let mut artifact = None;
+    if let Some((pipeline, stage)) = &route.through {
+        let plan = crate::runs::plan(&gw, pipeline, stage, &deployment).await?;
+        deployment.source = Some(plan.source);
+        deployment.target = Some(plan.target);
+        deployment.version = plan.version;
+        deployment.policies = Some(stage.settings.policies.clone());
+        deployment.allow_older_version = pipeline.allow_redeploy_older;
+        gates.approval_required = stage.settings.approval_required;
+        gates.pre_export_gate = stage.settings.pre_export_gate;
+        gates.pre_deployment_gate = stage.settings.pre_deployment_gate;
+        artifact = plan.artifact;
+    }
+    deployment.hold_after_validation = gates.holds_after_validation();
     let first = Envelope::new(
         id,
-        Message::Export(ExportCommand {
-            deployment: deployment.clone(),
-        }),
+        match &artifact {
+            // Later stages and redeployments validate the stored artifact.
+            Some(artifact) => Message::Validate(ValidateCommand {
+                deployment: deployment.clone(),
+                artifact: artifact.clone(),
+            }),
+            None => Message::Export(ExportCommand {
+                deployment: deployment.clone(),
+            }),
+        },
     );
     let new = NewRun {
         id,
         deployment,
         requested_by: caller.subject.clone(),
+        gates,
+        artifact,
     };
     let run = gw
         .store
@@ -398,9 +495,32 @@ async fn submit_deployment(
     Ok((StatusCode::ACCEPTED, Json(run.into())))
 }
 
+/// An optional RFC 3339 time field.
+pub(crate) fn parse_when(
+    field: &str,
+    value: Option<&str>,
+) -> Result<Option<time::OffsetDateTime>, ApiError> {
+    value
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| {
+            time::OffsetDateTime::parse(v.trim(), &time::format_description::well_known::Rfc3339)
+                .map_err(|e| {
+                    ApiError::invalid(
+                        field,
+                        format!("`{v}` is not an RFC 3339 time ({e}), e.g. 2026-11-27T18:00:00Z"),
+                    )
+                })
+        })
+        .transpose()
+}
+
 /// The run if the caller may see it (admins: all; others: the runs they
 /// requested and those of pipelines shared with them); the same 404 otherwise.
-async fn visible_run(gw: &Gateway, caller: &Caller, id: Uuid) -> Result<Run, ApiError> {
+pub(crate) async fn visible_run(gw: &Gateway, caller: &Caller, id: Uuid) -> Result<Run, ApiError> {
+    caller.require(
+        &[AccessRole::Maker, AccessRole::Approver],
+        "see deployments",
+    )?;
     let run = gw.store.get_run(id).await?;
     let visible = match &run {
         None => false,
@@ -460,6 +580,10 @@ async fn list_deployments(
     caller: Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<RunView>>, ApiError> {
+    caller.require(
+        &[AccessRole::Maker, AccessRole::Approver],
+        "see deployments",
+    )?;
     let Query(q) = query.map_err(|e| ApiError::invalid("limit", e.body_text()))?;
     let limit = q.limit.clamp(1, 1000);
     let runs = if caller.is_admin() {
@@ -562,6 +686,13 @@ impl utoipa::Modify for BearerAuth {
         get_deployment,
         deployment_events,
         cancel_deployment,
+        runs::approve,
+        runs::reject,
+        runs::complete_gate,
+        runs::supply_settings,
+        runs::retry,
+        runs::download_artifact,
+        runs::approvals,
         admin::me,
         admin::list_environments,
         admin::create_environment,
@@ -588,7 +719,16 @@ impl utoipa::Modify for BearerAuth {
         admin::list_audit,
         admin::verify_audit
     ),
-    components(schemas(SubmitDeployment, RunView, CancelRequest, ErrorBody, FieldError))
+    components(schemas(
+        SubmitDeployment,
+        RunView,
+        CancelRequest,
+        ErrorBody,
+        FieldError,
+        runs::DecisionRequest,
+        runs::GateCallback,
+        runs::SettingsRequest
+    ))
 )]
 pub struct ApiDoc;
 

@@ -23,6 +23,7 @@ pub mod caller;
 pub mod error;
 pub mod events;
 pub mod relay;
+pub mod runs;
 
 use std::sync::Arc;
 
@@ -42,6 +43,8 @@ pub struct Gateway {
     /// Checks OIDC bearer tokens, when `auth.oidc_*` is configured.
     pub oidc: Option<slipway_auth::OidcVerifier>,
     pub config: Arc<GatewayConfig>,
+    /// The artifact store, for downloads.
+    pub artifacts: Option<slipway_artifacts::ArtifactStore>,
 }
 
 /// The OIDC verifier `config` asks for: none when no `auth.oidc_*` key is
@@ -97,6 +100,16 @@ pub async fn run(
         relay_wakeup: Arc::new(Notify::new()),
         oidc: oidc_from_config(&config.auth)?,
         config: Arc::new(config.gateway.clone()),
+        artifacts: Some(
+            slipway_artifacts::ArtifactStore::open(&config.artifacts.url)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot open the artifact store at artifacts.url = {}",
+                        config.artifacts.url
+                    )
+                })?,
+        ),
     };
     let listener = tokio::net::TcpListener::bind(&config.gateway.listen)
         .await

@@ -22,6 +22,7 @@ async fn start(database_url: &str) -> App {
     let mut config = Config::default();
     config.gateway.listen = "127.0.0.1:0".into();
     config.gateway.outbox_poll_ms = 50;
+    config.artifacts.url = "memory://".into();
     config.bus = BusConfig {
         transport: Transport::InProcess,
         retry_base_ms: 10,
@@ -47,17 +48,23 @@ async fn start(database_url: &str) -> App {
     let shutdown = CancellationToken::new();
     tokio::spawn(serve(
         bus.clone(),
-        slipway_exporter::ExporterStep,
+        slipway_exporter::ExporterStep::from_config(&config)
+            .await
+            .unwrap(),
         shutdown.clone(),
     ));
     tokio::spawn(serve(
         bus.clone(),
-        slipway_validator::ValidatorStep,
+        slipway_validator::ValidatorStep::from_config(&config)
+            .await
+            .unwrap(),
         shutdown.clone(),
     ));
     tokio::spawn(serve(
         bus.clone(),
-        slipway_importer::ImporterStep,
+        slipway_importer::ImporterStep::from_config(&config)
+            .await
+            .unwrap(),
         shutdown.clone(),
     ));
     let (tx, rx) = tokio::sync::oneshot::channel();

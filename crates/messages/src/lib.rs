@@ -366,7 +366,9 @@ pub struct RunEvent {
     pub outcome: Option<StepOutcome>,
 }
 
-/// What a step reports beyond its status.
+/// What a step reports beyond its status. The validation report makes one
+/// variant large; events are few per run, so it is not boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StepOutcome {

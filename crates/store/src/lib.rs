@@ -33,6 +33,7 @@ pub mod admin;
 pub mod admin_model;
 pub mod audit;
 pub mod error;
+pub mod gates;
 pub mod model;
 pub mod tokens;
 
@@ -41,7 +42,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use slipway_messages::{Envelope, Message, RunEvent};
+use slipway_messages::{
+    ArtifactRef, Envelope, ImportCommand, Message, RunEvent, StepOutcome, StepStatus,
+    ValidationReport, Verdict,
+};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Transaction};
@@ -51,12 +55,17 @@ use uuid::Uuid;
 pub use admin_model::*;
 pub use audit::{AuditAction, AuditQuery, AuditRecord, AuditVerification, NewAudit};
 pub use error::StoreError;
+pub use gates::Gate;
 pub use model::{
-    Applied, Backend, CancelOutcome, HistoryEntry, HistoryKind, NewRun, OutboxItem, Run, RunState,
+    Applied, Backend, CancelOutcome, GateDecision, HistoryEntry, HistoryKind, NewRun, OutboxItem,
+    Run, RunGates, RunState,
 };
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// The advisory lock key admin changes serialize on ("slipway" in ASCII).
+const ADMIN_LOCK_KEY: i64 = 0x736c_6970_7761_79;
 
 /// Ids marked published or runs locked per statement (well under both
 /// databases' limit on bind parameters).
@@ -69,7 +78,18 @@ pub struct Store {
     backend: Backend,
 }
 
-type RunRow = (String, String, String, String, Option<String>, i64, i64);
+type RunRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 type HistoryRow = (
     i64,
     String,
@@ -82,9 +102,11 @@ type HistoryRow = (
     Option<String>,
 );
 
-const SELECT_RUN: &str = "SELECT id, state, deployment, requested_by, reason, created_at, updated_at \
+const SELECT_RUN: &str = "SELECT id, state, deployment, requested_by, reason, created_at, updated_at, \
+     gates, artifact, validation \
      FROM runs WHERE id = $1";
-const LIST_RUNS: &str = "SELECT id, state, deployment, requested_by, reason, created_at, updated_at \
+const LIST_RUNS: &str = "SELECT id, state, deployment, requested_by, reason, created_at, updated_at, \
+     gates, artifact, validation \
      FROM runs ORDER BY created_at DESC, id DESC LIMIT $1";
 const CLAIM_POSTGRES: &str = "UPDATE outbox SET claimed_until = $1 WHERE id IN ( \
        SELECT id FROM outbox \
@@ -154,10 +176,12 @@ impl Store {
         Ok(())
     }
 
-    /// Start a run: in one transaction, insert it in state `Requested`, its
-    /// first audit row (actor: the requester), and the outbox row that will
-    /// publish `first_command` with `trace_headers`. Nothing is written if
-    /// any part fails.
+    /// Start a run: in one transaction, insert it (in `Requested`, or
+    /// `AwaitingPreExport` when its stage has a pre-export gate), its first
+    /// history and audit rows (actor: the requester), and the outbox row
+    /// that will publish `first_command` with `trace_headers` (held until
+    /// the gate passes, if there is one). Nothing is written if any part
+    /// fails.
     #[tracing::instrument(skip_all, fields(run_id = %new.id))]
     pub async fn create_run(
         &self,
@@ -172,24 +196,35 @@ impl Store {
             });
         }
         let deployment = to_json("deployment", &new.deployment)?;
-        let envelope = to_json("command envelope", first_command)?;
-        let headers = to_json("trace headers", trace_headers)?;
+        let gates = to_json("run gates", &new.gates)?;
+        let artifact = new
+            .artifact
+            .as_ref()
+            .map(|a| to_json("artifact", a))
+            .transpose()?;
         let now = now_millis();
         let id = new.id.to_string();
+        let state = if new.gates.pre_export_gate {
+            RunState::AwaitingPreExport
+        } else {
+            RunState::Requested
+        };
 
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO runs (id, state, deployment, requested_by, created_at, updated_at, \
-               pipeline_id, stage_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+               pipeline_id, stage_id, gates, artifact) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&id)
-        .bind(RunState::Requested.as_str())
+        .bind(state.as_str())
         .bind(&deployment)
         .bind(&new.requested_by)
         .bind(now)
         .bind(now)
         .bind(new.deployment.pipeline_id.map(|p| p.to_string()))
         .bind(new.deployment.stage_id.map(|s| s.to_string()))
+        .bind(&gates)
+        .bind(artifact.as_deref())
         .execute(&mut *tx)
         .await;
         if let Err(err) = inserted {
@@ -198,34 +233,36 @@ impl Store {
                 _ => err.into(),
             });
         }
-        let first = NewHistory::transition(&id, RunState::Requested, &new.requested_by, None, None);
+        let first = NewHistory::transition(&id, state, &new.requested_by, None, None);
         insert_history(&mut tx, now, &[first]).await?;
-        let audit = NewAudit::new(&new.requested_by, AuditAction::Transition, "run", &id)
-            .after(&serde_json::json!({ "state": RunState::Requested }));
+        let mut audit = NewAudit::new(&new.requested_by, AuditAction::Transition, "run", &id)
+            .after(&serde_json::json!({ "state": state }));
+        audit.pipeline_id = new.deployment.pipeline_id.map(|p| p.to_string());
         audit::append(&mut tx, self.backend, now, &[audit]).await?;
-        sqlx::query(
-            "INSERT INTO outbox (run_id, message_id, envelope, trace_headers, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&id)
-        .bind(first_command.message_id.to_string())
-        .bind(&envelope)
-        .bind(&headers)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        let release = if new.gates.pre_export_gate {
+            Release::Held
+        } else {
+            Release::Now
+        };
+        insert_outbox(&mut tx, now, first_command, trace_headers, release).await?;
         tx.commit().await?;
+        self.get_run(new.id)
+            .await?
+            .ok_or_else(|| StoreError::not_found("run", new.id))
+    }
 
-        let at = from_millis(now)?;
-        Ok(Run {
-            id: new.id,
-            state: RunState::Requested,
-            deployment: new.deployment.clone(),
-            requested_by: new.requested_by.clone(),
-            reason: None,
-            created_at: at,
-            updated_at: at,
-        })
+    /// [`Store::get_run`] inside a transaction.
+    pub(crate) async fn get_run_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: &str,
+    ) -> Result<Option<Run>, StoreError> {
+        sqlx::query_as::<_, RunRow>(SELECT_RUN)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(run_from_row)
+            .transpose()
     }
 
     /// The run with this id, if any.
@@ -268,7 +305,8 @@ impl Store {
         };
         // Only numbered placeholders are spliced in; the values are bound.
         let sql = format!(
-            "SELECT id, state, deployment, requested_by, reason, created_at, updated_at \
+            "SELECT id, state, deployment, requested_by, reason, created_at, updated_at, \
+     gates, artifact, validation \
              FROM runs WHERE requested_by = $2{shared} ORDER BY created_at DESC, id DESC LIMIT $1"
         );
         let mut query = sqlx::query_as::<_, RunRow>(AssertSqlSafe(sql))
@@ -365,7 +403,7 @@ impl Store {
             .collect();
         let mut tx = self.begin_write().await?;
         // The state of every run involved, kept current through the batch.
-        let mut runs = self.lock_runs(&mut tx, &run_ids).await?;
+        let (mut runs, pipelines) = self.lock_runs(&mut tx, &run_ids).await?;
         // Under the run locks nobody else records these runs' events.
         let mut recorded = recorded_message_ids(&mut tx, &message_ids).await?;
         let mut history = Vec::with_capacity(events.len() * 2);
@@ -383,7 +421,28 @@ impl Store {
             }
             recorded.insert(message_id.clone());
             history.push(NewHistory::event(run_id, event, message_id));
-            let Some(to) = current.after(event) else {
+            let mut next = current.after(event);
+            if let Some(StepOutcome::Validated { artifact, report }) = &event.outcome {
+                // Keep what was validated, whatever the verdict.
+                record_validation(&mut tx, run_id, artifact, report).await?;
+                if event.status == StepStatus::Succeeded && next.is_some() {
+                    next = Some(match report.verdict {
+                        Verdict::NeedsSettings => RunState::AwaitingSettings,
+                        Verdict::Passed => {
+                            after_validation(
+                                &mut tx,
+                                run_id,
+                                artifact,
+                                pipelines.get(run_id.as_str()),
+                            )
+                            .await?
+                        }
+                        // A failed verdict comes with a failed event.
+                        Verdict::Failed => RunState::Failed,
+                    });
+                }
+            }
+            let Some(to) = next else {
                 applied.push(Applied::Recorded);
                 continue;
             };
@@ -393,11 +452,11 @@ impl Store {
             if reason.is_some() {
                 run_reason.clone_from(&reason);
             }
-            audits.push(
-                NewAudit::new(&event.service, AuditAction::Transition, "run", run_id)
-                    .before(&serde_json::json!({ "state": current }))
-                    .after(&serde_json::json!({ "state": to, "reason": reason })),
-            );
+            let mut audit = NewAudit::new(&event.service, AuditAction::Transition, "run", run_id)
+                .before(&serde_json::json!({ "state": current }))
+                .after(&serde_json::json!({ "state": to, "reason": reason }));
+            audit.pipeline_id = pipelines.get(run_id.as_str()).cloned();
+            audits.push(audit);
             history.push(NewHistory {
                 detail: reason,
                 ..NewHistory::transition(run_id, to, &event.service, None, Some(event))
@@ -430,7 +489,7 @@ impl Store {
     ) -> Result<CancelOutcome, StoreError> {
         let run_id = id.to_string();
         let mut tx = self.begin_write().await?;
-        let Some(current) = self.lock_run(&mut tx, &run_id).await? else {
+        let Some((current, pipeline)) = self.lock_run(&mut tx, &run_id).await? else {
             return Ok(CancelOutcome::UnknownRun);
         };
         if !current.is_cancelable() {
@@ -438,11 +497,13 @@ impl Store {
         }
         let now = now_millis();
         update_runs(&mut tx, now, &[(&run_id, RunState::Canceled, reason)]).await?;
+        gates::settle_unpublished(&mut tx, &run_id, now).await?;
         let canceled = NewHistory::transition(&run_id, RunState::Canceled, actor, reason, None);
         insert_history(&mut tx, now, &[canceled]).await?;
-        let audit = NewAudit::new(actor, AuditAction::Transition, "run", &run_id)
+        let mut audit = NewAudit::new(actor, AuditAction::Transition, "run", &run_id)
             .before(&serde_json::json!({ "state": current }))
             .after(&serde_json::json!({ "state": RunState::Canceled, "reason": reason }));
+        audit.pipeline_id = pipeline;
         audit::append(&mut tx, self.backend, now, &[audit]).await?;
         tx.commit().await?;
         Ok(CancelOutcome::Canceled { from: current })
@@ -516,21 +577,25 @@ impl Store {
         &self,
         tx: &mut Transaction<'static, Any>,
         run_id: &str,
-    ) -> Result<Option<RunState>, StoreError> {
-        let mut runs = self.lock_runs(tx, &BTreeSet::from([run_id])).await?;
-        Ok(runs.remove(run_id))
+    ) -> Result<Option<(RunState, Option<String>)>, StoreError> {
+        let (mut runs, mut pipelines) = self.lock_runs(tx, &BTreeSet::from([run_id])).await?;
+        Ok(runs
+            .remove(run_id)
+            .map(|state| (state, pipelines.remove(run_id))))
     }
 
     /// Lock the rows of `run_ids` for the rest of `tx`, in sorted id order
     /// (so two transactions never wait for each other in a cycle), and read
-    /// their states. Unknown ids are left out.
+    /// their states and pipelines (for the audit). Unknown ids are left out.
+    #[allow(clippy::type_complexity)]
     async fn lock_runs<'a>(
         &self,
         tx: &mut Transaction<'static, Any>,
         run_ids: &BTreeSet<&'a str>,
-    ) -> Result<BTreeMap<&'a str, RunState>, StoreError> {
+    ) -> Result<(BTreeMap<&'a str, RunState>, BTreeMap<&'a str, String>), StoreError> {
         let ids: Vec<&'a str> = run_ids.iter().copied().collect();
         let mut states = BTreeMap::new();
+        let mut pipelines = BTreeMap::new();
         for chunk in ids.chunks(MARK_CHUNK) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             // SQLite has no row locks; the transaction began with `BEGIN IMMEDIATE`.
@@ -540,20 +605,40 @@ impl Store {
             };
             // Only numbered placeholders are spliced in; the ids are bound.
             let sql = format!(
-                "SELECT id, state FROM runs WHERE id IN ({}) ORDER BY id{lock}",
+                "SELECT id, state, pipeline_id FROM runs WHERE id IN ({}) ORDER BY id{lock}",
                 placeholders.join(", ")
             );
-            let mut query = sqlx::query_as::<_, (String, String)>(AssertSqlSafe(sql));
+            let mut query =
+                sqlx::query_as::<_, (String, String, Option<String>)>(AssertSqlSafe(sql));
             for id in chunk {
                 query = query.bind(*id);
             }
-            for (id, state) in query.fetch_all(&mut **tx).await? {
+            for (id, state, pipeline) in query.fetch_all(&mut **tx).await? {
                 if let Some(known) = run_ids.get(id.as_str()) {
                     states.insert(*known, parse_state(&state)?);
+                    if let Some(pipeline) = pipeline {
+                        pipelines.insert(*known, pipeline);
+                    }
                 }
             }
         }
-        Ok(states)
+        Ok((states, pipelines))
+    }
+
+    /// A write transaction for an admin change: on PostgreSQL it first takes
+    /// a transaction-scoped advisory lock shared by all admin changes, so
+    /// rules read and then written (unique names, targets, stage counts, no
+    /// cycles, the last admin) hold under concurrent admins; SQLite's write
+    /// lock already serializes. Admin changes are rare; runs never take it.
+    pub(crate) async fn begin_admin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(ADMIN_LOCK_KEY)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
     }
 
     /// A write transaction; on SQLite it takes the write lock up front, so a
@@ -564,6 +649,129 @@ impl Store {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
         })
     }
+}
+
+/// Store a validation's artifact and report on the run.
+async fn record_validation(
+    tx: &mut Transaction<'static, Any>,
+    run_id: &str,
+    artifact: &ArtifactRef,
+    report: &ValidationReport,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE runs SET artifact = $2, validation = $3 WHERE id = $1")
+        .bind(run_id)
+        .bind(to_json("artifact", artifact)?)
+        .bind(to_json("validation report", report)?)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Where a run whose validation passed goes: on to the import the
+/// validator already sent, or (when its deployment holds after validation)
+/// to its first gate, its scheduled time or the import, with the import
+/// command written to the outbox, held or timed accordingly. The artifact
+/// becomes the pipeline's artifact of that version, for later stages.
+async fn after_validation(
+    tx: &mut Transaction<'static, Any>,
+    run_id: &str,
+    artifact: &ArtifactRef,
+    pipeline: Option<&String>,
+) -> Result<RunState, StoreError> {
+    let (deployment, gates): (String, Option<String>) =
+        sqlx::query_as("SELECT deployment, gates FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    let deployment: slipway_messages::Deployment = serde_json::from_str(&deployment)
+        .map_err(|e| StoreError::corrupt("deployment", format!("run {run_id}: {e}")))?;
+    let gates: RunGates = json_column("run gates", run_id, gates)?.unwrap_or_default();
+    let now = now_millis();
+    if let Some(pipeline) = pipeline {
+        sqlx::query(
+            "INSERT INTO artifacts (pipeline_id, solution_name, version, managed_sha256, \
+               unmanaged_sha256, managed_bytes, run_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        )
+        .bind(pipeline)
+        .bind(&deployment.solution_name)
+        .bind(&artifact.version)
+        .bind(&artifact.managed_sha256)
+        .bind(&artifact.unmanaged_sha256)
+        .bind(i64::try_from(artifact.managed_bytes).unwrap_or(i64::MAX))
+        .bind(run_id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !deployment.hold_after_validation {
+        return Ok(RunState::Importing);
+    }
+    let next = gates.after_validation(from_millis(now)?);
+    if next == RunState::Succeeded {
+        // A dry run: validated, nothing to import.
+        return Ok(next);
+    }
+    let release = match next {
+        RunState::Importing => Release::Now,
+        RunState::Scheduled => Release::At(gates.scheduled_at.map_or(now, millis_of)),
+        _ => Release::Held,
+    };
+    let run = Uuid::parse_str(run_id).map_err(|e| StoreError::corrupt("run id", e))?;
+    let import = Envelope::new(
+        run,
+        Message::Import(ImportCommand {
+            deployment,
+            artifact: artifact.clone(),
+            async_operation_id: None,
+            polls: 0,
+        }),
+    );
+    insert_outbox(tx, now, &import, &BTreeMap::new(), release).await?;
+    Ok(next)
+}
+
+/// When an outbox row may be published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Release {
+    /// At once.
+    Now,
+    /// Not before this time (ms since the epoch): a scheduled import.
+    At(i64),
+    /// Only after the gateway releases it (a gate passed).
+    Held,
+}
+
+/// `claimed_until` of a held outbox row: claims only take rows whose lease
+/// ran out, and this one never runs out.
+pub(crate) const HELD: i64 = i64::MAX;
+
+/// Write `command` to the outbox inside `tx`.
+pub(crate) async fn insert_outbox(
+    tx: &mut Transaction<'static, Any>,
+    now: i64,
+    command: &Envelope,
+    trace_headers: &BTreeMap<String, String>,
+    release: Release,
+) -> Result<(), StoreError> {
+    let claimed_until = match release {
+        Release::Now => None,
+        Release::At(at) => Some(at),
+        Release::Held => Some(HELD),
+    };
+    sqlx::query(
+        "INSERT INTO outbox (run_id, message_id, envelope, trace_headers, created_at, claimed_until) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(command.run_id.to_string())
+    .bind(command.message_id.to_string())
+    .bind(to_json("command envelope", command)?)
+    .bind(to_json("trace headers", trace_headers)?)
+    .bind(now)
+    .bind(claimed_until)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Columns of one `run_history` row as [`insert_history`] binds them.
@@ -737,8 +945,22 @@ fn backend_of(url: &str) -> Result<Backend, StoreError> {
 }
 
 fn run_from_row(row: RunRow) -> Result<Run, StoreError> {
-    let (id, state, deployment, requested_by, reason, created_at, updated_at) = row;
+    let (
+        id,
+        state,
+        deployment,
+        requested_by,
+        reason,
+        created_at,
+        updated_at,
+        gates,
+        artifact,
+        validation,
+    ) = row;
     Ok(Run {
+        gates: json_column("run gates", &id, gates)?.unwrap_or_default(),
+        artifact: json_column("run artifact", &id, artifact)?,
+        validation: json_column("validation report", &id, validation)?,
         id: Uuid::parse_str(&id).map_err(|e| StoreError::corrupt("run id", e))?,
         state: parse_state(&state)?,
         deployment: serde_json::from_str(&deployment)
@@ -748,6 +970,18 @@ fn run_from_row(row: RunRow) -> Result<Run, StoreError> {
         created_at: from_millis(created_at)?,
         updated_at: from_millis(updated_at)?,
     })
+}
+
+/// A nullable JSON column of run `id`.
+fn json_column<T: DeserializeOwned>(
+    what: &'static str,
+    id: &str,
+    text: Option<String>,
+) -> Result<Option<T>, StoreError> {
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| StoreError::corrupt(what, format!("run {id}: {e}")))
+    })
+    .transpose()
 }
 
 fn parse_state(name: &str) -> Result<RunState, StoreError> {

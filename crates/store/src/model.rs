@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use slipway_messages::{Deployment, Envelope, RunEvent, Step, StepStatus};
+use slipway_messages::{ArtifactRef, Deployment, Envelope, RunEvent, Step, StepStatus};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -27,14 +27,25 @@ impl fmt::Display for Backend {
     }
 }
 
-/// Where a run is in its life. Only moves forward (see [`RunState::rank`]);
-/// the terminal states are final.
+/// Where a run is in its life. Events only move it forward (see
+/// [`RunState::rank`]); the gateway's own actions (settings supplied, a gate
+/// passed) move it on from a waiting state. The terminal states are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     Requested,
+    /// Waiting for an external system to complete the pre-export gate.
+    AwaitingPreExport,
     Exporting,
     Validating,
+    /// Validation found settings missing or wrong; the maker supplies them.
+    AwaitingSettings,
+    /// Waiting for an approver.
+    AwaitingApproval,
+    /// Waiting for an external system to complete the pre-deployment gate.
+    AwaitingPreDeployment,
+    /// Waiting for its scheduled time.
+    Scheduled,
     Importing,
     Succeeded,
     Failed,
@@ -42,10 +53,15 @@ pub enum RunState {
 }
 
 impl RunState {
-    pub const ALL: [RunState; 7] = [
+    pub const ALL: [RunState; 12] = [
         RunState::Requested,
+        RunState::AwaitingPreExport,
         RunState::Exporting,
         RunState::Validating,
+        RunState::AwaitingSettings,
+        RunState::AwaitingApproval,
+        RunState::AwaitingPreDeployment,
+        RunState::Scheduled,
         RunState::Importing,
         RunState::Succeeded,
         RunState::Failed,
@@ -56,8 +72,13 @@ impl RunState {
     pub fn as_str(self) -> &'static str {
         match self {
             RunState::Requested => "requested",
+            RunState::AwaitingPreExport => "awaiting_pre_export",
             RunState::Exporting => "exporting",
             RunState::Validating => "validating",
+            RunState::AwaitingSettings => "awaiting_settings",
+            RunState::AwaitingApproval => "awaiting_approval",
+            RunState::AwaitingPreDeployment => "awaiting_pre_deployment",
+            RunState::Scheduled => "scheduled",
             RunState::Importing => "importing",
             RunState::Succeeded => "succeeded",
             RunState::Failed => "failed",
@@ -83,15 +104,20 @@ impl RunState {
         self.rank() < RunState::Importing.rank()
     }
 
-    /// Progress order: a run only moves to a state of higher rank, so stale
-    /// or out-of-order events never move it backwards.
+    /// Progress order: events only move a run to a state of higher rank, so
+    /// stale or out-of-order events never move it backwards.
     pub fn rank(self) -> u8 {
         match self {
             RunState::Requested => 0,
-            RunState::Exporting => 1,
-            RunState::Validating => 2,
-            RunState::Importing => 3,
-            RunState::Succeeded | RunState::Failed | RunState::Canceled => 4,
+            RunState::AwaitingPreExport => 1,
+            RunState::Exporting => 2,
+            RunState::Validating => 3,
+            RunState::AwaitingSettings => 4,
+            RunState::AwaitingApproval => 5,
+            RunState::AwaitingPreDeployment => 6,
+            RunState::Scheduled => 7,
+            RunState::Importing => 8,
+            RunState::Succeeded | RunState::Failed | RunState::Canceled => 9,
         }
     }
 
@@ -128,6 +154,67 @@ pub struct NewRun {
     pub deployment: Deployment,
     /// Who asked for it: the first audit row's actor.
     pub requested_by: String,
+    /// The gates it passes (from its stage) and its scheduled time.
+    pub gates: RunGates,
+    /// An artifact stored earlier that this run reuses (later stages,
+    /// redeployments): the run starts with validation, not export.
+    pub artifact: Option<ArtifactRef>,
+}
+
+/// A gate's outcome: who decided, when, and what they said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GateDecision {
+    pub by: String,
+    /// Approved / completed (true) or rejected (false).
+    pub passed: bool,
+    pub comment: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// The gates a run passes, fixed when it is submitted (from its stage),
+/// and how each went.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct RunGates {
+    pub approval_required: bool,
+    pub pre_export_gate: bool,
+    pub pre_deployment_gate: bool,
+    /// Validate only: the run ends after a passed validation, no import.
+    pub dry_run: bool,
+    /// Import no earlier than this.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub scheduled_at: Option<OffsetDateTime>,
+    pub approval: Option<GateDecision>,
+    pub pre_export: Option<GateDecision>,
+    pub pre_deployment: Option<GateDecision>,
+}
+
+impl RunGates {
+    /// True when the import must wait for the gateway after validation
+    /// (an approval, a pre-deployment gate or a scheduled time).
+    pub fn holds_after_validation(&self) -> bool {
+        self.dry_run
+            || self.approval_required
+            || self.pre_deployment_gate
+            || self.scheduled_at.is_some()
+    }
+
+    /// Where a run whose validation passed goes next at `now`: the first
+    /// gate not yet passed, else its scheduled time, else the import.
+    pub fn after_validation(&self, now: OffsetDateTime) -> RunState {
+        if self.dry_run {
+            RunState::Succeeded
+        } else if self.approval_required && self.approval.is_none() {
+            RunState::AwaitingApproval
+        } else if self.pre_deployment_gate && self.pre_deployment.is_none() {
+            RunState::AwaitingPreDeployment
+        } else if self.scheduled_at.is_some_and(|at| at > now) {
+            RunState::Scheduled
+        } else {
+            RunState::Importing
+        }
+    }
 }
 
 /// A run as stored.
@@ -139,6 +226,11 @@ pub struct Run {
     pub requested_by: String,
     /// Why the run failed or was canceled, when it was.
     pub reason: Option<String>,
+    pub gates: RunGates,
+    /// The artifact validated (and imported).
+    pub artifact: Option<ArtifactRef>,
+    /// The latest validation report.
+    pub validation: Option<slipway_messages::ValidationReport>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]

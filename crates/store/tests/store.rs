@@ -124,6 +124,8 @@ async fn start_run(store: &Store) -> (Uuid, Envelope) {
         id,
         deployment: deployment(),
         requested_by: "maker@contoso.com".into(),
+        gates: Default::default(),
+        artifact: None,
     };
     store.create_run(&new, &command, &headers()).await.unwrap();
     (id, command)
@@ -182,6 +184,8 @@ async fn create_run_writes_run_audit_and_outbox_together(fx: &Fixture) {
         id,
         deployment: deployment(),
         requested_by: "maker@contoso.com".into(),
+        gates: Default::default(),
+        artifact: None,
     };
     let run = store.create_run(&new, &command, &headers()).await.unwrap();
     assert_eq!(run.state, RunState::Requested);
@@ -210,6 +214,8 @@ async fn failed_create_writes_nothing(fx: &Fixture) {
         id,
         deployment: deployment(),
         requested_by: "someone-else".into(),
+        gates: Default::default(),
+        artifact: None,
     };
     let err = store
         .create_run(&again, &export_command(id), &headers())
