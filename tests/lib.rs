@@ -137,6 +137,19 @@ impl Cluster {
                 "SLIPWAY__TELEMETRY__LOG_FILTER".to_string(),
                 "info".to_string(),
             ),
+            // One artifact store for the cluster, as in production.
+            (
+                "SLIPWAY__ARTIFACTS__URL".to_string(),
+                logs.path().join("artifacts").display().to_string(),
+            ),
+            (
+                "SLIPWAY__ENVIRONMENTS__IMPORT_POLL_MS".to_string(),
+                "100".to_string(),
+            ),
+            (
+                "SLIPWAY__ENVIRONMENTS__IMPORT_POLL_MAX_MS".to_string(),
+                "400".to_string(),
+            ),
         ]);
         env.extend(options.env);
         let admin_token = create_token(&env, "e2e-admin", &["admin"]).await?;

@@ -43,6 +43,14 @@ pub struct DevArgs {
 /// The demo environments of `slipway dev`.
 const DEMO_ENVSIM: &str = include_str!("dev-envsim.toml");
 
+/// The solutions installed in the demo development environment (built by
+/// `slipway_testkit::demo`; a test keeps these files equal to it).
+pub const DEMO_SOLUTIONS: [(&str, &[u8]); 3] = [
+    ("ContosoCore.zip", include_bytes!("demo/ContosoCore.zip")),
+    ("ContosoFlows.zip", include_bytes!("demo/ContosoFlows.zip")),
+    ("ContosoTeams.zip", include_bytes!("demo/ContosoTeams.zip")),
+];
+
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(serve(args))
@@ -95,6 +103,21 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         None => {
             let mut demo = slipway_envsim::Config::from_toml(DEMO_ENVSIM)?;
             demo.data = slipway_envsim::DataLocation::File(args.data_dir.join("envsim.sqlite"));
+            // The demo solutions, installed in dev (once: the simulator
+            // skips a seed already installed at that version or higher).
+            let folder = args.data_dir.join("demo-solutions");
+            std::fs::create_dir_all(&folder)
+                .with_context(|| format!("cannot create {}", folder.display()))?;
+            if let Some(dev) = demo.environments.first_mut() {
+                for (name, bytes) in DEMO_SOLUTIONS {
+                    let path = std::path::absolute(folder.join(name))
+                        .context("cannot resolve the data directory")?;
+                    std::fs::write(&path, bytes)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    dev.solutions
+                        .push(slipway_envsim::config::SeedSolution { path });
+                }
+            }
             demo
         }
     };

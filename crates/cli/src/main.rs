@@ -2,14 +2,22 @@
 //!
 //! - `slipway dev`: the whole pipeline in one process on embedded defaults
 //!   (in-process bus, SQLite), for trying Slipway and for development.
-//! - `slipway deploy`, `slipway runs`: submit and follow deployments on a
-//!   gateway.
+//! - `slipway pipeline list`, `slipway deploy`, `slipway runs`: see the
+//!   pipelines shared with you, deploy through their stages, follow and
+//!   cancel deployments on a gateway.
+//! - `slipway admin ...`: environments, pipelines, stages, sharing, roles,
+//!   API tokens and the audit log (the gateway's admin API).
 //! - `slipway solution inspect|diff`, `slipway settings create`: work on
 //!   solution zips locally, no server needed.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod admin_cmd;
+mod client;
 mod deploy_cmd;
 mod dev;
 mod dev_seed;
+mod pipeline_cmd;
 mod profile;
 mod solution_cmd;
 
@@ -21,8 +29,15 @@ use clap::{Parser, Subcommand};
     name = "slipway",
     version,
     about,
-    after_help = "Exit codes: 0 success; 1 the command failed (a deployment that did not succeed, \
-an unreachable gateway, a bad file); 2 bad arguments.\n\
+    after_help = "Examples:\n  \
+slipway dev\n  \
+slipway pipeline list\n  \
+slipway deploy --solution Contoso --stage test --wait\n  \
+slipway runs\n  \
+slipway admin env list\n\
+Exit codes: 0 success; 1 the command failed (a deployment that did not succeed, \
+an unreachable gateway, a refused token or role, an unknown name, a broken audit chain, \
+an environment that fails its check, a bad file); 2 bad arguments.\n\
 Environment: SLIPWAY_URL and SLIPWAY_TOKEN (override the profile: `slipway profile set`), \
 SLIPWAY_PROFILE (the profile file), SLIPWAY_CONFIG."
 )]
@@ -45,17 +60,25 @@ enum Command {
     /// Run the gateway and all three workers in this process, on embedded
     /// defaults: no broker or database server needed.
     Dev(dev::DevArgs),
-    /// Deploy a solution from one environment to another through a gateway.
+    /// The pipelines shared with you: stages, targets, what can be deployed where.
+    Pipeline(pipeline_cmd::PipelineArgs),
+    /// Deploy a solution through a pipeline stage (admins: or from one
+    /// environment straight to another).
     Deploy(deploy_cmd::DeployArgs),
-    /// List deployments, or show one with its history.
+    /// List deployments, show one with its history, cancel one.
     Runs(deploy_cmd::RunsArgs),
+    /// Administer the gateway: environments, pipelines, stages, sharing,
+    /// roles, API tokens, the audit log.
+    Admin(admin_cmd::AdminArgs),
+    /// Who the gateway takes your token for, and your roles.
+    Whoami(admin_cmd::WhoamiArgs),
     /// Read solution zips: a summary, or what changes between two.
     #[command(subcommand)]
     Solution(solution_cmd::SolutionCommand),
     /// Deployment settings files (connection references, environment variables).
     #[command(subcommand)]
     Settings(solution_cmd::SettingsCommand),
-    /// Save the gateway URL and token used by `deploy` and `runs`.
+    /// Save the gateway URL and token the gateway commands use.
     #[command(subcommand)]
     Profile(profile::ProfileCommand),
     /// Print a shell completion script: `slipway completions bash > /etc/bash_completion.d/slipway`.
@@ -78,6 +101,18 @@ fn main() -> std::process::ExitCode {
             args.gateway.json = json;
             deploy_cmd::run_runs(args)
         }
+        Command::Pipeline(mut args) => {
+            args.gateway.json = json;
+            pipeline_cmd::run(args)
+        }
+        Command::Admin(mut args) => {
+            args.gateway.json = json;
+            admin_cmd::run(args)
+        }
+        Command::Whoami(mut args) => {
+            args.gateway.json = json;
+            admin_cmd::run_whoami(args)
+        }
         Command::Solution(cmd) => solution_cmd::run_solution(cmd.with_json(json)),
         Command::Profile(cmd) => profile::run(cmd, json),
         Command::Completions { shell } => {
@@ -96,7 +131,21 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+            if err.downcast_ref::<client::UsageError>().is_some() {
+                // Like clap's own argument errors.
+                std::process::ExitCode::from(2)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
     }
 }

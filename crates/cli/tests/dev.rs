@@ -152,6 +152,69 @@ async fn slipway_dev_deploys_and_serves_simulated_environments() {
         .collect();
     assert_eq!(stages, ["test", "prod"], "{pipelines}");
     assert_eq!(pipelines[0]["source_environments"][0]["name"], "dev");
+    // A seeded solution, deployed by the maker through the pipeline to test,
+    // then to prod (which reuses the artifact tested).
+    let stage_id = |name: &str| {
+        pipelines[0]["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let pipeline_id = pipelines[0]["id"].as_str().unwrap().to_string();
+    let mut artifacts = Vec::new();
+    for stage in ["test", "prod"] {
+        let run: Value = maker
+            .post(format!("{gateway}/api/v1/deployments"))
+            .json(&json!({
+                "solution_name": "ContosoCore",
+                "pipeline_id": pipeline_id,
+                "stage_id": stage_id(stage),
+                "source_environment": "dev",
+                "notes": "first release",
+            }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = run["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{run}"))
+            .to_string();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let run = loop {
+            let run: Value = maker
+                .get(format!("{gateway}/api/v1/deployments/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if ["succeeded", "failed", "canceled"].contains(&run["state"].as_str().unwrap_or("")) {
+                break run;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run to {stage} never ended: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(run["state"], "succeeded", "to {stage}: {run}");
+        assert_eq!(run["artifact"]["version"], "1.0.0.1", "{run}");
+        artifacts.push(run["artifact"]["managed_sha256"].clone());
+    }
+    assert_eq!(
+        artifacts[0], artifacts[1],
+        "prod imports the artifact tested"
+    );
+
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let envs: Value = http
@@ -377,4 +440,17 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         out.push(path);
     }
     out
+}
+
+/// The demo solutions `slipway dev` embeds are what the testkit builds.
+#[test]
+fn embedded_demo_solutions_are_current() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/demo");
+    for (name, bytes) in slipway_testkit::demo::demo_solutions() {
+        let committed = std::fs::read(dir.join(name)).unwrap();
+        assert!(
+            committed == bytes,
+            "{name} differs from slipway_testkit::demo; regenerate with `cargo run -p slipway-testkit --example demo_solutions -- crates/cli/src/demo`"
+        );
+    }
 }

@@ -36,6 +36,7 @@ pub mod error;
 pub mod gates;
 pub mod model;
 pub mod tokens;
+pub mod webhooks;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
@@ -60,12 +61,15 @@ pub use model::{
     Applied, Backend, CancelOutcome, GateDecision, HistoryEntry, HistoryKind, NewRun, OutboxItem,
     Run, RunGates, RunState,
 };
+pub use webhooks::{
+    DeliveryStatus, DueDelivery, NewWebhook, Webhook, WebhookDelivery, WebhookEvent,
+};
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// The advisory lock key admin changes serialize on ("slipway" in ASCII).
-const ADMIN_LOCK_KEY: i64 = 0x736c_6970_7761_79;
+const ADMIN_LOCK_KEY: i64 = 0x0073_6c69_7077_6179;
 
 /// Ids marked published or runs locked per statement (well under both
 /// databases' limit on bind parameters).
@@ -833,6 +837,8 @@ async fn insert_history(
     at: i64,
     rows: &[NewHistory<'_>],
 ) -> Result<(), StoreError> {
+    // Before the rows: a run with no transition recorded yet is being created.
+    webhooks::enqueue_deliveries(tx, at, rows).await?;
     for chunk in rows.chunks(HISTORY_CHUNK) {
         let values: Vec<String> = (0..chunk.len())
             .map(|row| {

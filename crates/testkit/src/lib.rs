@@ -12,6 +12,7 @@
 //!   tests that run each service as its own OS process.
 
 pub mod bins;
+pub mod demo;
 pub mod pg;
 pub mod rabbit;
 pub mod solution_zip;
