@@ -820,7 +820,7 @@ pub async fn revoke_token(
 pub struct AuditParams {
     pub pipeline_id: Option<Uuid>,
     pub actor: Option<String>,
-    /// environment, pipeline, stage, share, role_grant, api_token or run.
+    /// environment, pipeline, stage, share, role_grant, api_token, webhook or run.
     pub entity_kind: Option<String>,
     pub entity_id: Option<String>,
     /// RFC 3339 time, inclusive.

@@ -21,6 +21,7 @@ use crate::caller::Caller;
 pub use crate::error::ApiError;
 use crate::error::{Body, ErrorBody, FieldError};
 use crate::runs;
+use crate::webhooks;
 
 /// The gateway's routes, with request tracing outermost.
 pub fn router(gateway: Gateway) -> Router {
@@ -101,6 +102,15 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/api/v1/tokens/{id}", delete(admin::revoke_token))
         .route("/api/v1/audit", get(admin::list_audit))
         .route("/api/v1/audit/verify", get(admin::verify_audit))
+        .route(
+            "/api/v1/webhooks",
+            get(webhooks::list_webhooks).post(webhooks::create_webhook),
+        )
+        .route("/api/v1/webhooks/{id}", delete(webhooks::delete_webhook))
+        .route(
+            "/api/v1/webhooks/{id}/deliveries",
+            get(webhooks::webhook_deliveries),
+        )
         .fallback(not_found)
         .layer(axum::middleware::map_response(json_errors))
         .with_state(gateway)
@@ -717,7 +727,11 @@ impl utoipa::Modify for BearerAuth {
         admin::list_tokens,
         admin::revoke_token,
         admin::list_audit,
-        admin::verify_audit
+        admin::verify_audit,
+        webhooks::create_webhook,
+        webhooks::list_webhooks,
+        webhooks::delete_webhook,
+        webhooks::webhook_deliveries
     ),
     components(schemas(
         SubmitDeployment,
@@ -727,7 +741,8 @@ impl utoipa::Modify for BearerAuth {
         FieldError,
         runs::DecisionRequest,
         runs::GateCallback,
-        runs::SettingsRequest
+        runs::SettingsRequest,
+        webhooks::WebhookRequest
     ))
 )]
 pub struct ApiDoc;

@@ -13,6 +13,8 @@
 //!   in queue order, a batch per database transaction, moving each run
 //!   through its state machine (idempotently: redelivered events change
 //!   nothing).
+//! - [`webhooks`]: the admin routes of outgoing webhooks and the task that
+//!   delivers the gate events runs raise, signed, retried with backoff.
 //!
 //! The gateway talks to Dataverse environments only to check an
 //! environment an admin registers (WhoAmI); deployments are the workers'.
@@ -24,6 +26,7 @@ pub mod error;
 pub mod events;
 pub mod relay;
 pub mod runs;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -83,9 +86,9 @@ pub fn oidc_from_config(
     Ok(Some(slipway_auth::OidcVerifier::new(settings)?))
 }
 
-/// Runs the HTTP server, the outbox relay and the event consumer until
-/// `shutdown` is cancelled. `on_listen` receives the bound address (the
-/// configured port may be 0).
+/// Runs the HTTP server, the outbox relay, the event consumer and webhook
+/// delivery until `shutdown` is cancelled. `on_listen` receives the bound
+/// address (the configured port may be 0).
 pub async fn run(
     config: &Config,
     store: Store,
@@ -123,7 +126,7 @@ pub async fn run(
     tracing::info!(%addr, "gateway listening");
     on_listen(addr);
 
-    // If any of the three stops on its own (a fatal bus or database error),
+    // If any of the tasks stops on its own (a fatal bus or database error),
     // the whole gateway stops, so the supervisor restarts it rather than
     // leaving an API whose runs no longer move.
     let relay = tokio::spawn(stop_all_when_done(
@@ -138,6 +141,10 @@ pub async fn run(
             shutdown.clone(),
         ),
     ));
+    let hooks = tokio::spawn(stop_all_when_done(
+        shutdown.clone(),
+        webhooks::run(gateway.clone(), config.gateway.clone(), shutdown.clone()),
+    ));
     let server = axum::serve(listener, api::router(gateway))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = stop_all_when_done(shutdown.clone(), async {
@@ -146,9 +153,11 @@ pub async fn run(
     .await;
     let relayed = relay.await.context("outbox relay panicked")?;
     let consumed = events.await.context("event consumer panicked")?;
+    let delivered = hooks.await.context("webhook delivery panicked")?;
     served?;
     relayed.context("outbox relay stopped")?;
     consumed.context("event consumer stopped")?;
+    delivered.context("webhook delivery stopped")?;
     Ok(())
 }
 

@@ -1035,6 +1035,31 @@ async fn authorization_matrix(db: Db) {
             "/api/v1/audit/verify".into(),
             ADMIN_ONLY_200,
         ),
+        route(
+            Method::GET,
+            "/api/v1/webhooks",
+            "/api/v1/webhooks".into(),
+            ADMIN_ONLY_200,
+        ),
+        route(
+            Method::POST,
+            "/api/v1/webhooks",
+            "/api/v1/webhooks".into(),
+            [422, 403, 403, 403],
+        )
+        .body(json!({"url": "http://example.com/hook", "secret_ref": UNSET_SECRET})),
+        route(
+            Method::DELETE,
+            "/api/v1/webhooks/{id}",
+            format!("/api/v1/webhooks/{unknown}"),
+            [404, 403, 403, 403],
+        ),
+        route(
+            Method::GET,
+            "/api/v1/webhooks/{id}/deliveries",
+            format!("/api/v1/webhooks/{unknown}/deliveries"),
+            [404, 403, 403, 403],
+        ),
     ];
 
     // Every route of the OpenAPI document has a row, and every row a route.

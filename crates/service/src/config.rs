@@ -105,6 +105,16 @@ pub struct GatewayConfig {
     /// How long checking an environment (WhoAmI) may take before it counts
     /// as failed.
     pub environment_check_timeout_ms: u64,
+    /// Pause after a webhook delivery's first failed attempt; doubles after
+    /// each further failure, up to `webhook_retry_max_ms`.
+    pub webhook_retry_base_ms: u64,
+    /// Longest pause between two attempts of a webhook delivery.
+    pub webhook_retry_max_ms: u64,
+    /// Attempts of a webhook delivery before it is left undelivered (with
+    /// its last error, shown by the deliveries endpoint).
+    pub webhook_max_attempts: u32,
+    /// How long a webhook receiver may take to answer one attempt.
+    pub webhook_timeout_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -117,6 +127,10 @@ impl Default for GatewayConfig {
             event_batch: 256,
             max_stages_per_pipeline: 7,
             environment_check_timeout_ms: 20_000,
+            webhook_retry_base_ms: 1_000,
+            webhook_retry_max_ms: 300_000,
+            webhook_max_attempts: 10,
+            webhook_timeout_ms: 10_000,
         }
     }
 }

@@ -65,7 +65,7 @@ pub struct NewAudit {
     pub actor: String,
     pub action: AuditAction,
     /// `environment`, `pipeline`, `stage`, `share`, `role_grant`,
-    /// `api_token` or `run`.
+    /// `api_token`, `webhook` or `run`.
     pub entity_kind: &'static str,
     pub entity_id: String,
     /// The pipeline the change belongs to, for filtering.

@@ -781,6 +781,185 @@ mod tests {
         }
     }
 
+    fn new_run(pre_export_gate: bool) -> (crate::NewRun, slipway_messages::Envelope) {
+        let id = Uuid::now_v7();
+        let deployment = slipway_messages::Deployment {
+            solution_name: "Contoso".into(),
+            source_environment: "dev".into(),
+            target_environment: "test".into(),
+            pipeline_id: None,
+            stage_id: None,
+            source: None,
+            target: None,
+            notes: None,
+            policies: None,
+            allow_older_version: false,
+            hold_after_validation: false,
+            version: None,
+            settings: None,
+            placeholder: slipway_messages::PlaceholderWork::default(),
+        };
+        let command = slipway_messages::Envelope::new(
+            id,
+            slipway_messages::Message::Export(slipway_messages::ExportCommand {
+                deployment: deployment.clone(),
+            }),
+        );
+        let run = crate::NewRun {
+            id,
+            deployment,
+            requested_by: "maker".into(),
+            gates: crate::RunGates {
+                pre_export_gate,
+                ..crate::RunGates::default()
+            },
+            artifact: None,
+        };
+        (run, command)
+    }
+
+    /// Deliveries come with the transitions, none without a webhook; a
+    /// claim leases them; an outcome is recorded only by the claim that
+    /// still holds the lease.
+    #[tokio::test]
+    async fn deliveries_follow_transitions_and_claims_lease_them() {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        let (quiet, command) = new_run(true);
+        store
+            .create_run(&quiet, &command, &BTreeMap::new())
+            .await
+            .unwrap();
+        let hook = store
+            .create_webhook(
+                "admin",
+                &NewWebhook {
+                    url: "https://hooks.contoso.com/x".into(),
+                    events: vec![],
+                    pipeline_id: None,
+                    secret_ref: "env:HOOK".into(),
+                },
+            )
+            .await
+            .unwrap();
+        // The run created before the webhook raised nothing for it.
+        assert!(
+            store
+                .list_webhook_deliveries(hook.id, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        let (run, command) = new_run(true);
+        store
+            .create_run(&run, &command, &BTreeMap::new())
+            .await
+            .unwrap();
+        // Passing the pre-export gate goes back to `requested`: no event.
+        store
+            .decide_gate(run.id, crate::Gate::PreExport, "bot", true, None)
+            .await
+            .unwrap();
+        store
+            .cancel_run(run.id, "maker", Some("not today"))
+            .await
+            .unwrap();
+        let listed = store.list_webhook_deliveries(hook.id, 10).await.unwrap();
+        let events: Vec<WebhookEvent> = listed.iter().rev().map(|d| d.event).collect();
+        assert_eq!(
+            events,
+            [
+                OnDeploymentRequested,
+                OnPreExportStarted,
+                OnDeploymentCompleted
+            ]
+        );
+        assert!(listed.iter().all(|d| d.status == DeliveryStatus::Pending));
+
+        let claimed = store
+            .claim_webhook_deliveries(10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 3);
+        let completed: serde_json::Value = serde_json::from_str(&claimed[2].body).unwrap();
+        assert_eq!(completed["event"], "OnDeploymentCompleted");
+        assert_eq!(completed["state"], "canceled");
+        assert_eq!(completed["reason"], "not today");
+        assert_eq!(completed["delivery_id"], claimed[2].id);
+        assert_eq!(completed["run_id"], run.id.to_string());
+        // Leased: nobody else gets them.
+        assert!(
+            store
+                .claim_webhook_deliveries(10, Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        store.webhook_delivered(&claimed[0]).await.unwrap();
+        store
+            .webhook_failed(&claimed[1], "the receiver answered 500", None)
+            .await
+            .unwrap();
+        store
+            .webhook_failed(&claimed[2], "timeout", Some(Duration::ZERO))
+            .await
+            .unwrap();
+        let again = store
+            .claim_webhook_deliveries(10, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].id, claimed[2].id);
+        assert_eq!(again[0].attempts, 1);
+        assert_eq!(
+            again[0].body, claimed[2].body,
+            "the same body every attempt"
+        );
+        // The first claim's lease is gone: its late outcome changes nothing.
+        store.webhook_delivered(&claimed[2]).await.unwrap();
+        let by_id: BTreeMap<i64, WebhookDelivery> = store
+            .list_webhook_deliveries(hook.id, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.id, d))
+            .collect();
+        let first = &by_id[&claimed[0].id];
+        assert_eq!(
+            (first.status, first.attempts),
+            (DeliveryStatus::Delivered, 1)
+        );
+        let given_up = &by_id[&claimed[1].id];
+        assert_eq!(
+            (given_up.status, given_up.attempts),
+            (DeliveryStatus::Failed, 1)
+        );
+        assert_eq!(
+            given_up.last_error.as_deref(),
+            Some("the receiver answered 500")
+        );
+        let retried = &by_id[&claimed[2].id];
+        assert_eq!(
+            (retried.status, retried.attempts),
+            (DeliveryStatus::Pending, 1)
+        );
+
+        // Removing the webhook removes its deliveries.
+        store.delete_webhook("admin", hook.id).await.unwrap();
+        assert!(matches!(
+            store.list_webhook_deliveries(hook.id, 10).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(
+            store
+                .claim_webhook_deliveries(10, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
     #[test]
     fn every_event_is_raised_by_some_state_and_names_round_trip() {
         let raised: BTreeSet<WebhookEvent> = RunState::ALL

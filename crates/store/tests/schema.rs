@@ -84,7 +84,9 @@ async fn both_migration_folders_build_the_same_schema() {
             "runs_created_at",
             "runs_pipeline",
             "runs_requested_by",
-            "stage_targets_environment"
+            "stage_targets_environment",
+            "webhook_deliveries_due",
+            "webhook_deliveries_webhook"
         ]
     );
     assert_eq!(pg_indexes, lite_indexes);
