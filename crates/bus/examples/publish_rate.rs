@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use futures::StreamExt;
 use slipway_bus::{Bus, BusConfig, QueueName};
-use slipway_messages::{Deployment, Envelope, ExportCommand, Message, PlaceholderWork, Role};
+use slipway_messages::{Deployment, Envelope, ExportCommand, Message, Role};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -27,22 +27,7 @@ async fn main() -> anyhow::Result<()> {
     let envelope = Envelope::new(
         uuid::Uuid::now_v7(),
         Message::Export(ExportCommand {
-            deployment: Deployment {
-                solution_name: "Contoso".into(),
-                source_environment: "dev".into(),
-                target_environment: "test".into(),
-                pipeline_id: None,
-                stage_id: None,
-                source: None,
-                target: None,
-                notes: None,
-                policies: None,
-                allow_older_version: false,
-                hold_after_validation: false,
-                version: None,
-                settings: None,
-                placeholder: PlaceholderWork::default(),
-            },
+            deployment: Deployment::between("Contoso", "dev", "test"),
         }),
     );
     for concurrency in [1, 16, 128] {

@@ -13,8 +13,8 @@ use slipway_envsim::config::EnvironmentConfig;
 use slipway_envsim::{Config, EnvSim, Faults, Running};
 use slipway_exporter::ExporterStep;
 use slipway_messages::{
-    ArtifactRef, Deployment, Envelope, EnvironmentAccess, ExportCommand, Message, PlaceholderWork,
-    StepOutcome, ValidateCommand,
+    ArtifactRef, Deployment, Envelope, EnvironmentAccess, ExportCommand, Message, StepOutcome,
+    ValidateCommand,
 };
 use slipway_service::config::EnvironmentsConfig;
 use slipway_service::worker::{Step, StepDone, StepReport};
@@ -114,20 +114,8 @@ fn artifacts_dir(dir: &TempDir) -> PathBuf {
 
 fn placeholder_deployment(solution: &str, version: Option<&str>) -> Deployment {
     Deployment {
-        solution_name: solution.into(),
-        source_environment: "dev".into(),
-        target_environment: "test".into(),
         version: version.map(Into::into),
-        settings: None,
-        pipeline_id: None,
-        stage_id: None,
-        source: None,
-        target: None,
-        notes: None,
-        policies: None,
-        allow_older_version: false,
-        hold_after_validation: false,
-        placeholder: PlaceholderWork::default(),
+        ..Deployment::between(solution, "dev", "test")
     }
 }
 

@@ -8,6 +8,7 @@
 //! and on any error answer that is not the API's JSON error shape.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeSet;
@@ -18,28 +19,6 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-
-/// Generates `sqlite::<name>` and `postgres::<name>` tests calling `<name>(Db)`.
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Db::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Db::Postgres).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_databases!(
     admin_api_end_to_end,

@@ -5,6 +5,7 @@
 //! store, so every event is raised exactly when the test says.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,28 +24,6 @@ use slipway_messages::{
 };
 use slipway_store::{NewRun, RunGates};
 use uuid::Uuid;
-
-/// Generates `sqlite::<name>` and `postgres::<name>` tests calling `<name>(Db)`.
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Db::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Db::Postgres).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_databases!(
     gate_events_arrive_signed_in_order_and_scoped,

@@ -13,8 +13,8 @@ use slipway_envsim::config::{ConnectionConfig, EnvironmentConfig};
 use slipway_envsim::{Config, EnvSim, Faults, Running};
 use slipway_importer::ImporterStep;
 use slipway_messages::{
-    ArtifactRef, Deployment, Envelope, EnvironmentAccess, ImportCommand, Message, PlaceholderWork,
-    RunEvent, Step as PipelineStep, StepOutcome, StepStatus,
+    ArtifactRef, Deployment, Envelope, EnvironmentAccess, ImportCommand, Message, RunEvent,
+    Step as PipelineStep, StepOutcome, StepStatus,
 };
 use slipway_service::config::EnvironmentsConfig;
 use slipway_service::shutdown::CancellationToken;
@@ -119,20 +119,10 @@ impl Fixture {
 
     fn deployment(&self, solution: &str, settings: Option<serde_json::Value>) -> Deployment {
         Deployment {
-            solution_name: solution.into(),
-            source_environment: "dev".into(),
-            target_environment: "test".into(),
-            version: None,
-            settings,
-            pipeline_id: None,
-            stage_id: None,
             source: Some(self.access("dev")),
             target: Some(self.access("test")),
-            notes: None,
-            policies: None,
-            allow_older_version: false,
-            hold_after_validation: false,
-            placeholder: PlaceholderWork::default(),
+            settings,
+            ..Deployment::between(solution, "dev", "test")
         }
     }
 

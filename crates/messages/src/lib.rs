@@ -250,6 +250,28 @@ pub struct Deployment {
 }
 
 impl Deployment {
+    /// A deployment of `solution` from `source` to `target` by name, with
+    /// nothing else set: no environments to talk to (placeholder work), no
+    /// pipeline, no version, settings, notes or policies.
+    pub fn between(solution: &str, source: &str, target: &str) -> Self {
+        Deployment {
+            solution_name: solution.into(),
+            source_environment: source.into(),
+            target_environment: target.into(),
+            version: None,
+            settings: None,
+            pipeline_id: None,
+            stage_id: None,
+            source: None,
+            target: None,
+            notes: None,
+            policies: None,
+            allow_older_version: false,
+            hold_after_validation: false,
+            placeholder: PlaceholderWork::default(),
+        }
+    }
+
     /// True when the workers talk to real environments (both ends known).
     pub fn is_real(&self) -> bool {
         self.source.is_some() && self.target.is_some()
@@ -516,20 +538,8 @@ mod tests {
             Uuid::now_v7(),
             Message::Export(ExportCommand {
                 deployment: Deployment {
-                    solution_name: "Contoso".into(),
-                    source_environment: "dev".into(),
-                    target_environment: "test".into(),
-                    pipeline_id: None,
-                    stage_id: None,
-                    source: None,
-                    target: None,
-                    notes: None,
-                    policies: None,
-                    allow_older_version: false,
-                    hold_after_validation: false,
                     version: Some("1.0.0.2".into()),
-                    settings: None,
-                    placeholder: PlaceholderWork::default(),
+                    ..Deployment::between("Contoso", "dev", "test")
                 },
             }),
         )

@@ -783,22 +783,7 @@ mod tests {
 
     fn new_run(pre_export_gate: bool) -> (crate::NewRun, slipway_messages::Envelope) {
         let id = Uuid::now_v7();
-        let deployment = slipway_messages::Deployment {
-            solution_name: "Contoso".into(),
-            source_environment: "dev".into(),
-            target_environment: "test".into(),
-            pipeline_id: None,
-            stage_id: None,
-            source: None,
-            target: None,
-            notes: None,
-            policies: None,
-            allow_older_version: false,
-            hold_after_validation: false,
-            version: None,
-            settings: None,
-            placeholder: slipway_messages::PlaceholderWork::default(),
-        };
+        let deployment = slipway_messages::Deployment::between("Contoso", "dev", "test");
         let command = slipway_messages::Envelope::new(
             id,
             slipway_messages::Message::Export(slipway_messages::ExportCommand {

@@ -6,9 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use slipway_messages::{
-    Deployment, Envelope, ExportCommand, Message, PlaceholderWork, RunEvent, Step, StepStatus,
-};
+use slipway_messages::{Deployment, Envelope, ExportCommand, Message, RunEvent, Step, StepStatus};
 use slipway_store::{
     Applied, Backend, CancelOutcome, HistoryKind, NewRun, RunState, Store, StoreError,
 };
@@ -83,20 +81,9 @@ on_both_backends!(
 
 fn deployment() -> Deployment {
     Deployment {
-        solution_name: "Contoso".into(),
-        source_environment: "dev".into(),
-        target_environment: "test".into(),
-        pipeline_id: None,
-        stage_id: None,
-        source: None,
-        target: None,
-        notes: None,
-        policies: None,
-        allow_older_version: false,
-        hold_after_validation: false,
         version: Some("1.0.0.2".into()),
         settings: Some(serde_json::json!({"EnvironmentVariables": []})),
-        placeholder: PlaceholderWork::default(),
+        ..Deployment::between("Contoso", "dev", "test")
     }
 }
 

@@ -12,8 +12,8 @@ use slipway_bus::HandlerError;
 use slipway_envsim::config::{ConnectionConfig, EnvironmentConfig, SeedSolution};
 use slipway_envsim::{Config, EnvSim, Faults, Running};
 use slipway_messages::{
-    ArtifactRef, Deployment, Envelope, EnvironmentAccess, ImportCommand, Message, PlaceholderWork,
-    StepOutcome, ValidateCommand, ValidationReport, Verdict,
+    ArtifactRef, Deployment, Envelope, EnvironmentAccess, ImportCommand, Message, StepOutcome,
+    ValidateCommand, ValidationReport, Verdict,
 };
 use slipway_service::config::EnvironmentsConfig;
 use slipway_service::worker::{Step, StepDone, StepReport};
@@ -100,20 +100,9 @@ impl Harness {
 
     fn deployment(&self, solution: &str) -> Deployment {
         Deployment {
-            solution_name: solution.into(),
-            source_environment: "dev".into(),
-            target_environment: "test".into(),
-            version: None,
-            settings: None,
-            pipeline_id: None,
-            stage_id: None,
             source: Some(self.access("dev")),
             target: Some(self.access("test")),
-            notes: None,
-            policies: None,
-            allow_older_version: false,
-            hold_after_validation: false,
-            placeholder: PlaceholderWork::default(),
+            ..Deployment::between(solution, "dev", "test")
         }
     }
 

@@ -8,7 +8,7 @@ use slipway_bus::{
     BatchHandler, Bus, BusConfig, CancellationToken, FnHandler, Handler, HandlerError, QueueName,
     Transport,
 };
-use slipway_messages::{Deployment, Envelope, ExportCommand, Message, PlaceholderWork, RunEvent};
+use slipway_messages::{Deployment, Envelope, ExportCommand, Message, RunEvent};
 use slipway_testkit::rabbit::{RabbitVhost, fresh_vhost};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -114,22 +114,7 @@ pub fn export_command() -> Envelope {
     Envelope::new(
         Uuid::now_v7(),
         Message::Export(ExportCommand {
-            deployment: Deployment {
-                solution_name: "Contoso".into(),
-                source_environment: "dev".into(),
-                target_environment: "test".into(),
-                pipeline_id: None,
-                stage_id: None,
-                source: None,
-                target: None,
-                notes: None,
-                policies: None,
-                allow_older_version: false,
-                hold_after_validation: false,
-                version: None,
-                settings: None,
-                placeholder: PlaceholderWork::default(),
-            },
+            deployment: Deployment::between("Contoso", "dev", "test"),
         }),
     )
 }

@@ -21,6 +21,28 @@ pub const ADMIN: &str = "test-admin";
 /// an environment registered with it fails at once, without any network.
 pub const UNSET_SECRET: &str = "env:SLIPWAY_ADMIN_TEST_SECRET_THAT_IS_NEVER_SET";
 
+/// Generates `sqlite::<name>` and `postgres::<name>` tests calling `<name>(Db)`.
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
 /// Which database a gateway runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Db {
