@@ -200,7 +200,7 @@ async fn malformed_messages_are_parked_at_once_and_the_consumer_goes_on() {
 /// replicas then relay them side by side, and each is acted on once.
 #[tokio::test(flavor = "multi_thread")]
 async fn outbox_survives_a_gateway_crash_and_replicas_relay_each_command_once() {
-    use slipway_messages::{Deployment, Envelope, ExportCommand, Message, PlaceholderWork};
+    use slipway_messages::{Deployment, Envelope, ExportCommand, Message};
     let mut cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
     cluster.gateway.kill().await;
 
@@ -211,22 +211,7 @@ async fn outbox_survives_a_gateway_crash_and_replicas_relay_each_command_once() 
     let mut ids = Vec::new();
     for n in 0..20 {
         let id = uuid::Uuid::now_v7();
-        let deployment = Deployment {
-            solution_name: format!("Crashed{n}"),
-            source_environment: "dev".into(),
-            target_environment: "test".into(),
-            pipeline_id: None,
-            stage_id: None,
-            source: None,
-            target: None,
-            notes: None,
-            policies: None,
-            allow_older_version: false,
-            hold_after_validation: false,
-            version: None,
-            settings: None,
-            placeholder: PlaceholderWork::default(),
-        };
+        let deployment = Deployment::between(&format!("Crashed{n}"), "dev", "test");
         let first = Envelope::new(
             id,
             Message::Export(ExportCommand {
