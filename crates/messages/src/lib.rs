@@ -459,6 +459,9 @@ pub struct ValidationReport {
     /// (`slipway_solution::SolutionDiff` as JSON).
     #[serde(default)]
     pub diff: Option<serde_json::Value>,
+    /// What could not be checked, and why (the run is not held by these).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A component the solution needs and the target lacks.

@@ -203,13 +203,14 @@ pub(crate) fn check_connection_references(
     refs: &[ConnectionReference],
     settings: &Settings,
     bound: &[ConnectionReferenceRecord],
-    connections: &[Connection],
+    connections: Option<&[Connection]>,
     target: &str,
 ) -> Vec<ConnectionReferenceCheck> {
     refs.iter()
         .map(|r| {
             let needs = connector_short_name(&r.connector_id);
             let candidates: Vec<ConnectionCandidate> = connections
+                .unwrap_or_default()
                 .iter()
                 .filter(|c| {
                     connector_short_name(&c.connector_id) == needs && is_connected(c)
@@ -230,16 +231,23 @@ pub(crate) fn check_connection_references(
                         .and_then(|b| b.connection_id.clone())
                         .filter(|id| !id.trim().is_empty())
                 });
-            let problem = match &chosen {
-                None if candidates.is_empty() => Some(format!(
+            let problem = match (&chosen, connections) {
+                // The target does not list its connections: a chosen id is
+                // taken on trust (the report warns), none is still missing.
+                (None, None) => Some(format!(
+                    "needs a connection; {target} does not list its connections to Slipway, so set the id of an existing {needs} connection as ConnectionId of {} in the deployment settings",
+                    r.logical_name
+                )),
+                (Some(_), None) => None,
+                (None, Some(_)) if candidates.is_empty() => Some(format!(
                     "needs a connection, and {target} has no connected {needs} connection; create one in {target}, then set its id as ConnectionId of {} in the deployment settings",
                     r.logical_name
                 )),
-                None => Some(format!(
+                (None, Some(_)) => Some(format!(
                     "needs a connection; pick one of the {needs} candidates and set it as ConnectionId of {} in the deployment settings",
                     r.logical_name
                 )),
-                Some(id) => match connections.iter().find(|c| c.id == *id) {
+                (Some(id), Some(connections)) => match connections.iter().find(|c| c.id == *id) {
                     None => Some(format!(
                         "no connection {id} in {target}; pick one of the {needs} candidates"
                     )),

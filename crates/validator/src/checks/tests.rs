@@ -94,6 +94,7 @@ fn empty_report() -> ValidationReport {
         environment_variables: Vec::new(),
         policy_violations: Vec::new(),
         diff: None,
+        warnings: Vec::new(),
     }
 }
 
@@ -302,7 +303,13 @@ fn connection_references_use_settings_then_the_bound_connection() {
         connection("teams-1", TEAMS, "Connected"),
     ];
     let refs = [outlook_ref()];
-    let none = check_connection_references(&refs, &Settings::default(), &[], &connections, "test");
+    let none = check_connection_references(
+        &refs,
+        &Settings::default(),
+        &[],
+        Some(&connections[..]),
+        "test",
+    );
     let c = &none[0];
     assert_eq!(c.connection_id, None);
     assert!(
@@ -327,7 +334,7 @@ fn connection_references_use_settings_then_the_bound_connection() {
         &refs,
         &Settings::default(),
         &[bound("CTS_OUTLOOK", Some("outlook-1"))],
-        &connections,
+        Some(&connections[..]),
         "test",
     );
     assert_eq!(from_target[0].connection_id.as_deref(), Some("outlook-1"));
@@ -340,7 +347,7 @@ fn connection_references_use_settings_then_the_bound_connection() {
         &refs,
         &s,
         &[bound("cts_outlook", Some("outlook-1"))],
-        &connections,
+        Some(&connections[..]),
         "test",
     );
     assert_eq!(
@@ -364,7 +371,7 @@ fn connection_problems_name_the_connection() {
         let s = settings(
             json!({"ConnectionReferences": [{"LogicalName": "cts_outlook", "ConnectionId": id}]}),
         );
-        check_connection_references(&refs, &s, &[], &connections, "test")[0]
+        check_connection_references(&refs, &s, &[], Some(&connections[..]), "test")[0]
             .problem
             .clone()
             .unwrap()
@@ -379,7 +386,7 @@ fn connection_problems_name_the_connection() {
         &refs,
         &Settings::default(),
         &[bound("cts_outlook", Some(""))],
-        &[],
+        Some(&[]),
         "test",
     )[0]
     .problem
@@ -539,4 +546,29 @@ fn the_failure_summary_is_one_line_in_a_makers_words() {
         ..empty_report()
     };
     assert!(failure_summary(&many, "t").ends_with("column c4 and 2 more"));
+}
+
+#[test]
+fn connections_the_target_does_not_list_are_taken_on_trust() {
+    let refs = [ConnectionReference {
+        logical_name: "new_sharedoffice365".into(),
+        display_name: None,
+        connector_id: "/providers/Microsoft.PowerApps/apis/shared_office365".into(),
+    }];
+    let missing = check_connection_references(&refs, &Settings::default(), &[], None, "prod");
+    assert!(
+        missing[0]
+            .problem
+            .as_deref()
+            .unwrap()
+            .contains("does not list its connections"),
+        "{missing:?}"
+    );
+    let settings = Settings::parse(Some(&serde_json::json!({
+        "ConnectionReferences": [{"LogicalName": "new_sharedoffice365", "ConnectionId": "abc"}]
+    })))
+    .unwrap();
+    let given = check_connection_references(&refs, &settings, &[], None, "prod");
+    assert_eq!(given[0].problem, None);
+    assert_eq!(given[0].connection_id.as_deref(), Some("abc"));
 }
