@@ -875,24 +875,42 @@ async fn import_solution_async(
         component_parameters,
     };
     let env = rt.name.clone();
-    let (op_id, created) = state
-        .store
-        .create_import_operation(&env, req.import_job_id)
-        .await?;
-    if created {
+    // Recording the operation and starting its import happen in a task of
+    // their own: a caller that disconnects (a killed importer) drops this
+    // handler, but never leaves an operation recorded whose import never
+    // runs (Dataverse does not cancel an import when its caller goes).
+    let job = req.import_job_id;
+    let recorded = {
         let state = state.clone();
         let rt = rt.clone();
+        let env = env.clone();
         tokio::spawn(async move {
-            let failure = run_import(&state, &rt, &zip, &options).await.err();
-            if let Err(e) = state
-                .store
-                .complete_operation(op_id, failure.as_deref())
-                .await
-            {
-                tracing::error!(error = %e, id = %op_id, "cannot record the end of an import");
+            let (op_id, created) = state.store.create_import_operation(&env, job).await?;
+            if created {
+                tokio::spawn(async move {
+                    let failure = run_import(&state, &rt, &zip, &options).await.err();
+                    if let Err(e) = state
+                        .store
+                        .complete_operation(op_id, failure.as_deref())
+                        .await
+                    {
+                        tracing::error!(error = %e, id = %op_id, "cannot record the end of an import");
+                    }
+                });
             }
-        });
-    }
+            Ok::<_, sqlx::Error>(op_id)
+        })
+    };
+    let op_id = match recorded.await {
+        Ok(recorded) => recorded?,
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                crate::error::codes::GENERIC,
+                format!("the import could not be recorded: {e}"),
+            ));
+        }
+    };
     Ok(Json(json!({
         "@odata.context": context(headers, &env, "Microsoft.Dynamics.CRM.ImportSolutionAsyncResponse"),
         "AsyncOperationId": op_id,

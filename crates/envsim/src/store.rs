@@ -26,6 +26,10 @@ pub type Rows = Vec<Map<String, Value>>;
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// In memory: a connection never used for queries, so never dropped by
+    /// a canceled request, that keeps the shared in-memory database alive
+    /// (it lives as long as one connection to it is open).
+    _keeper: Option<std::sync::Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>>,
 }
 
 /// An installed solution, as the import rules need it.
@@ -89,13 +93,18 @@ impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub async fn open(data: &DataLocation) -> Result<Self, SimError> {
         let (options, pool_options) = match data {
+            // A named, shared-cache in-memory database: every connection of
+            // the pool sees the same data, so sqlx replacing a connection
+            // (it closes one whose query was canceled) loses nothing.
             DataLocation::Memory => (
-                SqliteConnectOptions::from_str("sqlite::memory:")?,
-                // One connection that never closes: each in-memory connection
-                // is its own database.
+                SqliteConnectOptions::from_str(&format!(
+                    "sqlite:file:envsim-{}?mode=memory&cache=shared",
+                    Uuid::new_v4()
+                ))?,
+                // One at a time: shared-cache connections lock tables
+                // rather than wait, so concurrent writers would fail.
                 SqlitePoolOptions::new()
                     .max_connections(1)
-                    .min_connections(1)
                     .idle_timeout(None)
                     .max_lifetime(None),
             ),
@@ -107,6 +116,18 @@ impl Store {
                 SqlitePoolOptions::new().max_connections(4),
             ),
         };
+        let keeper = match data {
+            DataLocation::Memory => {
+                use sqlx::ConnectOptions as _;
+                Some(std::sync::Arc::new(tokio::sync::Mutex::new(
+                    options.connect().await.map_err(|error| SimError::Open {
+                        path: String::from(data.clone()),
+                        error,
+                    })?,
+                )))
+            }
+            DataLocation::File(_) => None,
+        };
         let pool = pool_options
             .connect_with(options)
             .await
@@ -115,7 +136,10 @@ impl Store {
                 error,
             })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            _keeper: keeper,
+        })
     }
 
     /// Closes the pool (flushes the file).
