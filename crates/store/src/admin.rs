@@ -124,7 +124,7 @@ impl Store {
         let now = now_millis();
         let credentials = to_json("credentials", &new.credentials)?;
         let mut tx = self.begin_admin_write().await?;
-        ensure_environment_name_free(&mut tx, &new.name, None).await?;
+        ensure_name_free(&mut tx, Named::Environment, &new.name, None).await?;
         sqlx::query(
             "INSERT INTO environments (id, name, url, kind, credentials, validation_status, \
                created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -192,7 +192,7 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::not_found("environment", id))?;
         if let Some(name) = &patch.name {
-            ensure_environment_name_free(&mut tx, name, Some(id)).await?;
+            ensure_name_free(&mut tx, Named::Environment, name, Some(id)).await?;
         }
         if let Some(kind) = patch.kind.filter(|k| *k != before.kind) {
             let users = pipelines_using(&mut tx, id, before.kind).await?;
@@ -329,7 +329,7 @@ impl Store {
         let id = Uuid::now_v7();
         let now = now_millis();
         let mut tx = self.begin_admin_write().await?;
-        ensure_pipeline_name_free(&mut tx, &new.name, None).await?;
+        ensure_name_free(&mut tx, Named::Pipeline, &new.name, None).await?;
         check_sources(&mut tx, &new.source_environment_ids).await?;
         sqlx::query(
             "INSERT INTO pipelines (id, name, description, allow_redeploy_older, created_at, \
@@ -343,7 +343,7 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        set_sources(&mut tx, id, &new.source_environment_ids).await?;
+        set_links(&mut tx, Link::Sources, id, &new.source_environment_ids).await?;
         let pipeline = load_pipeline(&mut tx, id)
             .await?
             .ok_or_else(|| StoreError::not_found("pipeline", id))?;
@@ -369,11 +369,11 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::not_found("pipeline", id))?;
         if let Some(name) = &patch.name {
-            ensure_pipeline_name_free(&mut tx, name, Some(id)).await?;
+            ensure_name_free(&mut tx, Named::Pipeline, name, Some(id)).await?;
         }
         if let Some(sources) = &patch.source_environment_ids {
             check_sources(&mut tx, sources).await?;
-            set_sources(&mut tx, id, sources).await?;
+            set_links(&mut tx, Link::Sources, id, sources).await?;
         }
         let now = now_millis();
         sqlx::query(
@@ -531,7 +531,7 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        set_targets(&mut tx, id, &spec.target_ids).await?;
+        set_links(&mut tx, Link::Targets, id, &spec.target_ids).await?;
         touch_pipeline(&mut tx, pipeline_id, now).await?;
         let stage = load_stage(&mut tx, pipeline_id, id).await?;
         let record = NewAudit::new(actor, AuditAction::Create, "stage", id)
@@ -574,7 +574,7 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        set_targets(&mut tx, stage_id, &spec.target_ids).await?;
+        set_links(&mut tx, Link::Targets, stage_id, &spec.target_ids).await?;
         touch_pipeline(&mut tx, pipeline_id, now).await?;
         let after = load_stage(&mut tx, pipeline_id, stage_id).await?;
         let record = NewAudit::new(actor, AuditAction::Update, "stage", stage_id)
@@ -832,38 +832,35 @@ impl Store {
     }
 }
 
-async fn ensure_environment_name_free(
-    tx: &mut Transaction<'static, Any>,
-    name: &str,
-    except: Option<Uuid>,
-) -> Result<(), StoreError> {
-    let taken: Option<String> = sqlx::query_scalar("SELECT id FROM environments WHERE name = $1")
-        .bind(name)
-        .fetch_optional(&mut **tx)
-        .await?;
-    match taken {
-        Some(id) if Some(id.as_str()) != except.map(|e| e.to_string()).as_deref() => {
-            Err(StoreError::Conflict(format!(
-                "an environment named {name} already exists; choose another name"
-            )))
-        }
-        _ => Ok(()),
-    }
+/// What a unique name belongs to: its table and how a clash is said.
+#[derive(Debug, Clone, Copy)]
+enum Named {
+    Environment,
+    Pipeline,
 }
 
-async fn ensure_pipeline_name_free(
+/// Conflict unless no other row of the kind has `name`.
+async fn ensure_name_free(
     tx: &mut Transaction<'static, Any>,
+    kind: Named,
     name: &str,
     except: Option<Uuid>,
 ) -> Result<(), StoreError> {
-    let taken: Option<String> = sqlx::query_scalar("SELECT id FROM pipelines WHERE name = $1")
+    let (sql, what) = match kind {
+        Named::Environment => (
+            "SELECT id FROM environments WHERE name = $1",
+            "an environment",
+        ),
+        Named::Pipeline => ("SELECT id FROM pipelines WHERE name = $1", "a pipeline"),
+    };
+    let taken: Option<String> = sqlx::query_scalar(sql)
         .bind(name)
         .fetch_optional(&mut **tx)
         .await?;
     match taken {
         Some(id) if Some(id.as_str()) != except.map(|e| e.to_string()).as_deref() => {
             Err(StoreError::Conflict(format!(
-                "a pipeline named {name} already exists; choose another name"
+                "{what} named {name} already exists; choose another name"
             )))
         }
         _ => Ok(()),
@@ -924,18 +921,31 @@ async fn check_sources(tx: &mut Transaction<'static, Any>, ids: &[Uuid]) -> Resu
     Ok(())
 }
 
-async fn set_sources(
+/// Replace the environments linked to `owner` in a link table
+/// (`pipeline_sources` by pipeline, `stage_targets` by stage).
+async fn set_links(
     tx: &mut Transaction<'static, Any>,
-    pipeline_id: Uuid,
+    link: Link,
+    owner: Uuid,
     ids: &[Uuid],
 ) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM pipeline_sources WHERE pipeline_id = $1")
-        .bind(pipeline_id.to_string())
+    let (delete, insert) = match link {
+        Link::Sources => (
+            "DELETE FROM pipeline_sources WHERE pipeline_id = $1",
+            "INSERT INTO pipeline_sources (pipeline_id, environment_id) VALUES ($1, $2)",
+        ),
+        Link::Targets => (
+            "DELETE FROM stage_targets WHERE stage_id = $1",
+            "INSERT INTO stage_targets (stage_id, environment_id) VALUES ($1, $2)",
+        ),
+    };
+    sqlx::query(delete)
+        .bind(owner.to_string())
         .execute(&mut **tx)
         .await?;
     for id in ids {
-        sqlx::query("INSERT INTO pipeline_sources (pipeline_id, environment_id) VALUES ($1, $2)")
-            .bind(pipeline_id.to_string())
+        sqlx::query(insert)
+            .bind(owner.to_string())
             .bind(id.to_string())
             .execute(&mut **tx)
             .await?;
@@ -943,23 +953,11 @@ async fn set_sources(
     Ok(())
 }
 
-async fn set_targets(
-    tx: &mut Transaction<'static, Any>,
-    stage_id: Uuid,
-    ids: &[Uuid],
-) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM stage_targets WHERE stage_id = $1")
-        .bind(stage_id.to_string())
-        .execute(&mut **tx)
-        .await?;
-    for id in ids {
-        sqlx::query("INSERT INTO stage_targets (stage_id, environment_id) VALUES ($1, $2)")
-            .bind(stage_id.to_string())
-            .bind(id.to_string())
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
+/// The two tables that link environments to what uses them.
+#[derive(Debug, Clone, Copy)]
+enum Link {
+    Sources,
+    Targets,
 }
 
 async fn touch_pipeline(
