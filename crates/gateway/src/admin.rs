@@ -58,8 +58,19 @@ pub struct EnvironmentPatchRequest {
     pub credentials: Option<CredentialsRef>,
 }
 
-/// An environment URL: https, or http to this machine (the simulator).
-fn check_url(field: &str, url: &str, errors: &mut Vec<FieldError>) {
+/// What [`check_url`] says beyond the rule itself.
+pub(crate) struct UrlHints {
+    /// An example of a good URL, after "give ...".
+    pub example: &'static str,
+    /// Why plain http is refused.
+    pub http: &'static str,
+    /// Where credentials go instead of the URL.
+    pub credentials: &'static str,
+}
+
+/// A URL Slipway calls: https, or plain http to this machine only; a host;
+/// no user name or password in it. Problems are pushed on `errors`.
+pub(crate) fn check_url(field: &str, url: &str, hints: &UrlHints, errors: &mut Vec<FieldError>) {
     let mut bad = |reason: String| {
         errors.push(FieldError {
             field: field.into(),
@@ -68,28 +79,36 @@ fn check_url(field: &str, url: &str, errors: &mut Vec<FieldError>) {
     };
     match reqwest::Url::parse(url) {
         Err(e) => bad(format!(
-            "`{url}` is not a URL ({e}); give the environment URL, e.g. https://contoso.crm4.dynamics.com"
+            "`{url}` is not a URL ({e}); give {}",
+            hints.example
         )),
         Ok(parsed) => {
             let local = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
             match parsed.scheme() {
                 "https" => {}
                 "http" if local => {}
-                "http" => bad("must use https (plain http is allowed only to this machine, for the simulator)".into()),
+                "http" => bad(hints.http.into()),
                 other => bad(format!("scheme `{other}` is not supported; use https")),
             }
-            if parsed.host_str().is_none() {
+            if parsed.host_str().is_none_or(str::is_empty) {
                 bad("has no host".into());
             }
             if !parsed.username().is_empty() || parsed.password().is_some() {
-                bad(
-                    "must not contain a user name or password; give credentials as references"
-                        .into(),
-                );
+                bad(format!(
+                    "must not contain a user name or password; {}",
+                    hints.credentials
+                ));
             }
         }
     }
 }
+
+/// The rules of an environment's URL.
+const ENVIRONMENT_URL: UrlHints = UrlHints {
+    example: "the environment URL, e.g. https://contoso.crm4.dynamics.com",
+    http: "must use https (plain http is allowed only to this machine, for the simulator)",
+    credentials: "give credentials as references",
+};
 
 fn credential_errors(credentials: &CredentialsRef, errors: &mut Vec<FieldError>) {
     if let Err(problems) = credentials.validate() {
@@ -143,7 +162,7 @@ pub async fn create_environment(
     caller.require_admin("register environments")?;
     let mut errors = Vec::new();
     name_errors("name", &req.name, &mut errors);
-    check_url("url", &req.url, &mut errors);
+    check_url("url", &req.url, &ENVIRONMENT_URL, &mut errors);
     credential_errors(&req.credentials, &mut errors);
     fail_on(errors)?;
     let env = gw
@@ -194,7 +213,7 @@ pub async fn update_environment(
         name_errors("name", name, &mut errors);
     }
     if let Some(url) = &req.url {
-        check_url("url", url, &mut errors);
+        check_url("url", url, &ENVIRONMENT_URL, &mut errors);
     }
     if let Some(c) = &req.credentials {
         credential_errors(c, &mut errors);
@@ -835,14 +854,7 @@ pub struct AuditParams {
 
 fn parse_time(field: &str, value: Option<&str>) -> Result<Option<OffsetDateTime>, ApiError> {
     value
-        .map(|v| {
-            OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).map_err(|e| {
-                ApiError::invalid(
-                    field,
-                    format!("`{v}` is not an RFC 3339 time ({e}), e.g. 2026-11-27T12:00:00Z"),
-                )
-            })
-        })
+        .map(|v| crate::api::parse_rfc3339(field, v))
         .transpose()
 }
 

@@ -505,23 +505,27 @@ pub(crate) async fn submit(
     Ok((StatusCode::ACCEPTED, Json(run.into())))
 }
 
-/// An optional RFC 3339 time field.
+/// An optional RFC 3339 time field; blank counts as absent.
 pub(crate) fn parse_when(
     field: &str,
     value: Option<&str>,
 ) -> Result<Option<time::OffsetDateTime>, ApiError> {
     value
         .filter(|v| !v.trim().is_empty())
-        .map(|v| {
-            time::OffsetDateTime::parse(v.trim(), &time::format_description::well_known::Rfc3339)
-                .map_err(|e| {
-                    ApiError::invalid(
-                        field,
-                        format!("`{v}` is not an RFC 3339 time ({e}), e.g. 2026-11-27T18:00:00Z"),
-                    )
-                })
-        })
+        .map(|v| parse_rfc3339(field, v.trim()))
         .transpose()
+}
+
+/// An RFC 3339 time, or a 422 on `field` that shows the form.
+pub(crate) fn parse_rfc3339(field: &str, value: &str) -> Result<time::OffsetDateTime, ApiError> {
+    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339).map_err(
+        |e| {
+            ApiError::invalid(
+                field,
+                format!("`{value}` is not an RFC 3339 time ({e}), e.g. 2026-11-27T18:00:00Z"),
+            )
+        },
+    )
 }
 
 /// The run if the caller may see it (admins: all; others: the runs they
@@ -632,11 +636,7 @@ async fn cancel_deployment(
     body: axum::body::Bytes,
 ) -> Result<Json<RunView>, ApiError> {
     caller.require(&[AccessRole::Maker], "cancel deployments")?;
-    let req: CancelRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        CancelRequest::default()
-    } else {
-        crate::error::parse_body(&body)?
-    };
+    let req: CancelRequest = crate::error::optional_body(&body)?;
     visible_run(&gw, &caller, id).await?;
     match gw
         .store

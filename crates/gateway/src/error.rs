@@ -195,6 +195,16 @@ fn not_json(err: &serde_json::Error) -> ApiError {
     ))
 }
 
+/// [`parse_body`] for routes whose body may be left out: an empty body is
+/// `T::default()`.
+pub fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse_body(body)
+    }
+}
+
 /// serde_json appends " at line 1 column 42", which means nothing to a
 /// caller who sent the JSON from a form.
 fn strip_position(message: &str) -> String {

@@ -233,7 +233,7 @@ pub async fn approve(
     Path(id): Path<Uuid>,
     body: axum::body::Bytes,
 ) -> Result<Json<RunView>, ApiError> {
-    let req: DecisionRequest = optional_body(&body)?;
+    let req: DecisionRequest = crate::error::optional_body(&body)?;
     decidable_run(&gw, &caller, id).await?;
     let run = gw
         .store
@@ -484,12 +484,4 @@ pub async fn approvals(
         }
     }
     Ok(Json(visible))
-}
-
-fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        Ok(T::default())
-    } else {
-        crate::error::parse_body(body)
-    }
 }

@@ -37,6 +37,7 @@ use slipway_store::{DueDelivery, NewWebhook, Store, Webhook, WebhookDelivery, We
 use uuid::Uuid;
 
 use crate::Gateway;
+use crate::admin::{UrlHints, check_url};
 use crate::caller::Caller;
 use crate::error::{ApiError, Body, ErrorBody, FieldError};
 
@@ -61,42 +62,24 @@ pub struct WebhookRequest {
     pub secret_ref: String,
 }
 
-/// A receiver URL: https, or http to this machine; no credentials in it.
+/// A receiver URL: not empty, and the rules of [`check_url`].
 fn url_errors(url: &str, errors: &mut Vec<FieldError>) {
-    let mut bad = |reason: String| {
+    if url.trim().is_empty() {
         errors.push(FieldError {
             field: "url".into(),
-            reason,
-        })
-    };
-    if url.trim().is_empty() {
-        bad("must not be empty; give the https URL that receives the events".into());
+            reason: "must not be empty; give the https URL that receives the events".into(),
+        });
         return;
     }
-    match reqwest::Url::parse(url.trim()) {
-        Err(e) => bad(format!(
-            "`{url}` is not a URL ({e}); give the receiver's URL, e.g. https://hooks.contoso.com/slipway"
-        )),
-        Ok(parsed) => {
-            let local = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-            match parsed.scheme() {
-                "https" => {}
-                "http" if local => {}
-                "http" => bad(
-                    "must use https (plain http is allowed only to this machine: 127.0.0.1 or localhost)"
-                        .into(),
-                ),
-                other => bad(format!("scheme `{other}` is not supported; use https")),
-            }
-            if parsed.host_str().is_none_or(str::is_empty) {
-                bad("has no host".into());
-            }
-            if !parsed.username().is_empty() || parsed.password().is_some() {
-                bad("must not contain a user name or password; the receiver checks the signature instead".into());
-            }
-        }
-    }
+    check_url("url", url.trim(), &RECEIVER_URL, errors);
 }
+
+/// The rules of a webhook receiver's URL.
+const RECEIVER_URL: UrlHints = UrlHints {
+    example: "the receiver's URL, e.g. https://hooks.contoso.com/slipway",
+    http: "must use https (plain http is allowed only to this machine: 127.0.0.1 or localhost)",
+    credentials: "the receiver checks the signature instead",
+};
 
 fn secret_ref_errors(secret_ref: &str, errors: &mut Vec<FieldError>) {
     // The message never repeats the value: it may be a pasted secret.
