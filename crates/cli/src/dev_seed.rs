@@ -154,20 +154,6 @@ async fn tokens(store: &Store, data_dir: &Path) -> anyhow::Result<DevTokens> {
         admin: admin.token,
         maker: maker.token,
     };
-    write_private(&path, &serde_json::to_string_pretty(&tokens)?)?;
+    crate::profile::write_private(&path, &serde_json::to_string_pretty(&tokens)?)?;
     Ok(tokens)
-}
-
-/// Writes a file only its owner can read.
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    Ok(())
 }
