@@ -443,17 +443,11 @@ impl Store {
                     .await?
             }
             Some(principals) => {
-                let mut ids = BTreeSet::new();
-                for p in principals {
-                    let shared: Vec<String> = sqlx::query_scalar(
-                        "SELECT pipeline_id FROM pipeline_shares WHERE principal_kind = $1 AND principal = $2",
-                    )
-                    .bind(p.kind.as_str())
-                    .bind(&p.name)
-                    .fetch_all(&mut *conn)
-                    .await?;
-                    ids.extend(shared);
-                }
+                let ids: BTreeSet<String> =
+                    granted_to(&mut conn, Granted::Shares { pipeline: None }, principals)
+                        .await?
+                        .into_iter()
+                        .collect();
                 ids.into_iter().collect()
             }
         };
@@ -473,20 +467,14 @@ impl Store {
         id: Uuid,
         principals: &[Principal],
     ) -> Result<bool, StoreError> {
-        for p in principals {
-            let hit: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM pipeline_shares WHERE pipeline_id = $1 AND principal_kind = $2 AND principal = $3",
-            )
-            .bind(id.to_string())
-            .bind(p.kind.as_str())
-            .bind(&p.name)
-            .fetch_optional(&self.pool)
-            .await?;
-            if hit.is_some() {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        let mut conn = self.pool.acquire().await?;
+        let shares = granted_to(
+            &mut conn,
+            Granted::Shares { pipeline: Some(id) },
+            principals,
+        )
+        .await?;
+        Ok(!shares.is_empty())
     }
 
     // ---- stages ----
@@ -816,20 +804,64 @@ impl Store {
         &self,
         principals: &[Principal],
     ) -> Result<BTreeSet<AccessRole>, StoreError> {
-        let mut roles = BTreeSet::new();
-        for p in principals {
-            let names: Vec<String> = sqlx::query_scalar(
-                "SELECT role FROM role_grants WHERE principal_kind = $1 AND principal = $2",
-            )
-            .bind(p.kind.as_str())
-            .bind(&p.name)
-            .fetch_all(&self.pool)
-            .await?;
-            // Roles this build does not know are ignored, not fatal.
-            roles.extend(names.iter().filter_map(|n| AccessRole::parse(n)));
-        }
-        Ok(roles)
+        let mut conn = self.pool.acquire().await?;
+        let names = granted_to(&mut conn, Granted::Roles, principals).await?;
+        // Roles this build does not know are ignored, not fatal.
+        Ok(names.iter().filter_map(|n| AccessRole::parse(n)).collect())
     }
+}
+
+/// What is looked up for a caller's principals (the user and each group).
+#[derive(Debug, Clone, Copy)]
+enum Granted {
+    /// Pipeline ids shared with them (only `pipeline`, when given).
+    Shares { pipeline: Option<Uuid> },
+    /// Role names granted to them.
+    Roles,
+}
+
+/// [`Granted`] for any of `principals`, in one query per few hundred
+/// principals (a caller may have many groups), not one per principal:
+/// every request authenticates through this.
+async fn granted_to(
+    conn: &mut AnyConnection,
+    what: Granted,
+    principals: &[Principal],
+) -> Result<Vec<String>, StoreError> {
+    /// Principals per statement (two parameters each).
+    const CHUNK: usize = 400;
+    let (select, pipeline) = match what {
+        Granted::Shares { pipeline } => {
+            ("SELECT pipeline_id FROM pipeline_shares WHERE ", pipeline)
+        }
+        Granted::Roles => ("SELECT role FROM role_grants WHERE ", None),
+    };
+    let mut found = Vec::new();
+    for chunk in principals.chunks(CHUNK) {
+        let first = usize::from(pipeline.is_some()) + 1;
+        let any: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let k = first + 2 * i;
+                format!("(principal_kind = ${k} AND principal = ${})", k + 1)
+            })
+            .collect();
+        let only = if pipeline.is_some() {
+            "pipeline_id = $1 AND "
+        } else {
+            ""
+        };
+        // Only fixed names and numbered placeholders are spliced in.
+        let sql = format!("{select}{only}({})", any.join(" OR "));
+        let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+        if let Some(p) = pipeline {
+            query = query.bind(p.to_string());
+        }
+        for p in chunk {
+            query = query.bind(p.kind.as_str()).bind(p.name.as_str());
+        }
+        found.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(found)
 }
 
 /// What a unique name belongs to: its table and how a clash is said.

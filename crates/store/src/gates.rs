@@ -5,7 +5,7 @@
 //! moves it on, releases (or writes) the command that continues it, and
 //! appends history and audit rows.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use slipway_messages::{Envelope, Message, ValidateCommand};
 use uuid::Uuid;
@@ -13,8 +13,8 @@ use uuid::Uuid;
 use crate::audit::{self, AuditAction, NewAudit};
 use crate::model::{GateDecision, Run, RunState};
 use crate::{
-    HELD, NewHistory, Release, Store, StoreError, from_millis, insert_history, insert_outbox,
-    millis_of, now_millis, to_json, update_runs,
+    HELD, NewHistory, Release, RunRow, Store, StoreError, from_millis, insert_history,
+    insert_outbox, millis_of, now_millis, run_columns, run_from_row, to_json, update_runs,
 };
 
 /// The gates a person or an external system completes.
@@ -213,25 +213,25 @@ impl Store {
         stage_id: Uuid,
         solution_name: &str,
     ) -> Result<Vec<Run>, StoreError> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM runs WHERE stage_id = $1 AND state = 'succeeded' ORDER BY created_at DESC",
-        )
+        let runs = sqlx::query_as::<_, RunRow>(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE stage_id = $1 AND state = 'succeeded' ORDER BY created_at DESC"
+        ))
         .bind(stage_id.to_string())
         .fetch_all(&self.pool)
-        .await?;
-        let mut runs = Vec::new();
-        for id in ids {
-            let run_id = Uuid::parse_str(&id).map_err(|e| StoreError::corrupt("run id", e))?;
-            if let Some(run) = self.get_run(run_id).await?
-                && run
-                    .deployment
+        .await?
+        .into_iter()
+        .map(run_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        Ok(runs
+            .into_iter()
+            .filter(|run| {
+                run.deployment
                     .solution_name
                     .eq_ignore_ascii_case(solution_name)
-            {
-                runs.push(run);
-            }
-        }
-        Ok(runs)
+            })
+            .collect())
     }
 
     /// The pipeline's stored artifact of `solution_name` at `version`.
@@ -260,25 +260,20 @@ impl Store {
         ))
     }
 
-    /// Runs whose ids are in `ids` and that are waiting in `state`.
+    /// The newest `limit` runs in `state`, newest first.
     pub async fn runs_in_state(&self, state: RunState, limit: u32) -> Result<Vec<Run>, StoreError> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM runs WHERE state = $1 ORDER BY created_at DESC LIMIT $2",
-        )
+        sqlx::query_as::<_, RunRow>(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM runs WHERE state = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
+        ))
         .bind(state.as_str())
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
-        .await?;
-        let mut runs = Vec::new();
-        let seen: BTreeSet<String> = ids.into_iter().collect();
-        for id in seen {
-            let run_id = Uuid::parse_str(&id).map_err(|e| StoreError::corrupt("run id", e))?;
-            if let Some(run) = self.get_run(run_id).await? {
-                runs.push(run);
-            }
-        }
-        runs.sort_by_key(|r| std::cmp::Reverse(r.created_at));
-        Ok(runs)
+        .await?
+        .into_iter()
+        .map(run_from_row)
+        .collect()
     }
 }
 

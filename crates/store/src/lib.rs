@@ -82,7 +82,7 @@ pub struct Store {
     backend: Backend,
 }
 
-type RunRow = (
+pub(crate) type RunRow = (
     String,
     String,
     String,
@@ -106,12 +106,20 @@ type HistoryRow = (
     Option<String>,
 );
 
-const SELECT_RUN: &str = "SELECT id, state, deployment, requested_by, reason, created_at, updated_at, \
-     gates, artifact, validation \
-     FROM runs WHERE id = $1";
-const LIST_RUNS: &str = "SELECT id, state, deployment, requested_by, reason, created_at, updated_at, \
-     gates, artifact, validation \
-     FROM runs ORDER BY created_at DESC, id DESC LIMIT $1";
+/// The columns of a [`RunRow`], in its order (`SELECT {RUN_COLUMNS} FROM runs ...`).
+macro_rules! run_columns {
+    () => {
+        "id, state, deployment, requested_by, reason, created_at, updated_at, gates, artifact, validation"
+    };
+}
+pub(crate) use run_columns;
+
+const SELECT_RUN: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1");
+const LIST_RUNS: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    " FROM runs ORDER BY created_at DESC, id DESC LIMIT $1"
+);
 const CLAIM_POSTGRES: &str = "UPDATE outbox SET claimed_until = $1 WHERE id IN ( \
        SELECT id FROM outbox \
        WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until <= $2) \
@@ -309,9 +317,9 @@ impl Store {
         };
         // Only numbered placeholders are spliced in; the values are bound.
         let sql = format!(
-            "SELECT id, state, deployment, requested_by, reason, created_at, updated_at, \
-     gates, artifact, validation \
-             FROM runs WHERE requested_by = $2{shared} ORDER BY created_at DESC, id DESC LIMIT $1"
+            "SELECT {} FROM runs WHERE requested_by = $2{shared} \
+             ORDER BY created_at DESC, id DESC LIMIT $1",
+            run_columns!()
         );
         let mut query = sqlx::query_as::<_, RunRow>(AssertSqlSafe(sql))
             .bind(i64::from(limit))
@@ -950,7 +958,7 @@ fn backend_of(url: &str) -> Result<Backend, StoreError> {
     }
 }
 
-fn run_from_row(row: RunRow) -> Result<Run, StoreError> {
+pub(crate) fn run_from_row(row: RunRow) -> Result<Run, StoreError> {
     let (
         id,
         state,
