@@ -95,6 +95,9 @@ impl ClientConfig {
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Whom every request acts for ([`Client::acting_for`]); `None`: the
+    /// credentials' own user.
+    caller: Option<CallerId>,
 }
 
 #[derive(Debug)]
@@ -160,7 +163,23 @@ impl Client {
                 auth,
                 config,
             }),
+            caller: None,
         })
+    }
+
+    /// The same client (same token cache) with every request made on
+    /// behalf of `caller` (Dataverse impersonation: the `CallerObjectId` or
+    /// `MSCRMCallerID` header).
+    pub fn acting_for(&self, caller: CallerId) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            caller: Some(caller),
+        }
+    }
+
+    /// Whom this client's requests act for, if not its credentials' user.
+    pub fn caller(&self) -> Option<CallerId> {
+        self.caller
     }
 
     /// The configuration this client was built with.
@@ -183,6 +202,22 @@ impl Client {
                     "solutionid,uniquename,friendlyname,version,ismanaged",
                 ),
                 ("$filter", "isvisible eq true"),
+            ],
+        )
+        .await
+    }
+
+    /// [`Client::solutions`] with each one's publisher (for pick lists).
+    pub async fn solutions_with_publishers(&self) -> Result<Vec<SolutionListing>, DataverseError> {
+        self.get_collection(
+            "solutions",
+            &[
+                (
+                    "$select",
+                    "solutionid,uniquename,friendlyname,version,ismanaged",
+                ),
+                ("$filter", "isvisible eq true"),
+                ("$expand", "publisherid($select=uniquename,friendlyname)"),
             ],
         )
         .await
@@ -432,6 +467,72 @@ impl Client {
         self.get_collection("connections", &[]).await
     }
 
+    /// The user whose `domainname` (user principal name) is `domain_name`.
+    pub async fn system_user_by_domain_name(
+        &self,
+        domain_name: &str,
+    ) -> Result<Option<SystemUser>, DataverseError> {
+        let filter = format!("domainname eq {}", odata_literal(domain_name));
+        self.system_user(&filter).await
+    }
+
+    /// The application user of the application (client) id `application_id`.
+    pub async fn system_user_by_application_id(
+        &self,
+        application_id: Uuid,
+    ) -> Result<Option<SystemUser>, DataverseError> {
+        self.system_user(&format!("applicationid eq {application_id}"))
+            .await
+    }
+
+    async fn system_user(&self, filter: &str) -> Result<Option<SystemUser>, DataverseError> {
+        let mut rows: Vec<SystemUser> = self
+            .get_collection(
+                "systemusers",
+                &[
+                    (
+                        "$select",
+                        "systemuserid,domainname,fullname,azureactivedirectoryobjectid,applicationid,isdisabled",
+                    ),
+                    ("$filter", filter),
+                ],
+            )
+            .await?;
+        Ok(rows.pop())
+    }
+
+    /// Whom to act for to act as `user`: a Microsoft Entra object id is
+    /// used as it is (`CallerObjectId`, no lookup); anything else is taken
+    /// as a user principal name and looked up in `systemusers` by
+    /// `domainname` (`MSCRMCallerID` with the row's id). A user that is not
+    /// in the environment or is disabled is [`DataverseError::UnknownCaller`].
+    pub async fn caller_for_user(&self, user: &str) -> Result<CallerId, DataverseError> {
+        let user = user.trim();
+        if let Ok(object_id) = Uuid::parse_str(user) {
+            return Ok(CallerId::ObjectId(object_id));
+        }
+        let row = self.system_user_by_domain_name(user).await?;
+        usable_caller(row, || format!("user {user}"))
+    }
+
+    /// Whom to act for to act as the application user of `application_id`
+    /// (an application (client) id): its `systemusers` row, found by
+    /// `applicationid` (`MSCRMCallerID`). Not a uuid, not in the environment
+    /// or disabled: [`DataverseError::UnknownCaller`].
+    pub async fn caller_for_application(
+        &self,
+        application_id: &str,
+    ) -> Result<CallerId, DataverseError> {
+        let application_id = application_id.trim();
+        let Ok(id) = Uuid::parse_str(application_id) else {
+            return Err(DataverseError::UnknownCaller(format!(
+                "`{application_id}` is not an application (client) id; give the service principal's application id, a uuid"
+            )));
+        };
+        let row = self.system_user_by_application_id(id).await?;
+        usable_caller(row, || format!("the application user of application {id}"))
+    }
+
     /// The components of an installed solution (`msdyn_solutioncomponentsummaries`
     /// filtered by `msdyn_solutionid`), every page. Unlike `solutioncomponents`,
     /// whose rows name components only by object id, these rows carry schema
@@ -533,6 +634,9 @@ impl Client {
             if !query.is_empty() {
                 req = req.query(query);
             }
+            if let Some(caller) = self.caller {
+                req = req.header(caller.header_name(), caller.id().to_string());
+            }
             if let Some(b) = &body {
                 req = req
                     .header(CONTENT_TYPE, "application/json; charset=utf-8")
@@ -596,6 +700,25 @@ impl Client {
             tracing::debug!(%url, retry = retries, delay_ms = delay.as_millis() as u64, "retrying");
             tokio::time::sleep(delay).await;
         }
+    }
+}
+
+/// The caller a `systemusers` lookup found, unless it found none or a
+/// disabled user (`who` names what was looked for).
+fn usable_caller(
+    row: Option<SystemUser>,
+    who: impl Fn() -> String,
+) -> Result<CallerId, DataverseError> {
+    match row {
+        None => Err(DataverseError::UnknownCaller(format!(
+            "{} is not a user of this environment (no systemusers row); add them to the environment, or change the stage's deploy-as",
+            who()
+        ))),
+        Some(u) if u.is_disabled => Err(DataverseError::UnknownCaller(format!(
+            "{} is disabled in this environment and cannot be acted for; enable them, or change the stage's deploy-as",
+            who()
+        ))),
+        Some(u) => Ok(CallerId::SystemUserId(u.id)),
     }
 }
 
@@ -687,6 +810,29 @@ mod tests {
         send_future(&c.who_am_i());
         send_future(&c.import_solution(&ImportRequest::new(Bytes::new())));
         send_future(&c.export_solution("x", true));
+    }
+
+    #[test]
+    fn a_caller_goes_as_its_documented_header_on_a_shared_client() {
+        let c = Client::new(ClientConfig::new(
+            "https://contoso.crm.dynamics.com",
+            Credentials::StaticToken("t".into()),
+        ))
+        .unwrap();
+        assert_eq!(c.caller(), None);
+        let id = Uuid::from_u128(7);
+        let acting = c.acting_for(CallerId::ObjectId(id));
+        assert_eq!(acting.caller(), Some(CallerId::ObjectId(id)));
+        assert!(Arc::ptr_eq(&c.inner, &acting.inner), "one token cache");
+        assert_eq!(c.caller(), None, "the original client acts as itself");
+        assert_eq!(CallerId::ObjectId(id).header_name(), "CallerObjectId");
+        assert_eq!(CallerId::SystemUserId(id).header_name(), "MSCRMCallerID");
+        assert_eq!(
+            CallerId::SystemUserId(id).to_string(),
+            format!("MSCRMCallerID: {id}")
+        );
+        let none = usable_caller(None, || "user x".into()).unwrap_err();
+        assert!(none.to_string().contains("user x is not a user"), "{none}");
     }
 
     #[test]

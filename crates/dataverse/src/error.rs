@@ -85,6 +85,11 @@ pub enum DataverseError {
         message: String,
     },
 
+    /// The user or application user to act for is not in the environment
+    /// (or cannot be impersonated there).
+    #[error("{0}")]
+    UnknownCaller(String),
+
     /// Polling gave up before the asynchronous operation ended.
     #[error(
         "gave up waiting for asynchronous operation {id} after {waited_secs}s; it is still {status}"

@@ -12,7 +12,10 @@
 //!   `DeleteAndPromote`,
 //!   `environmentvariabledefinitions`, `environmentvariablevalues`,
 //!   `connectionreferences`, `connections`, the components of an installed
-//!   solution (`msdyn_solutioncomponentsummaries`).
+//!   solution (`msdyn_solutioncomponentsummaries`), `systemusers` lookups
+//!   (by user principal name or application id) and impersonation
+//!   ([`Client::acting_for`]: `CallerObjectId` / `MSCRMCallerID` on every
+//!   request).
 //! - [`auth`]: [`Credentials`]: OAuth 2.0 client credentials (token cached,
 //!   refreshed before expiry and once after a 401) or a static bearer token.
 //! - [`credentials_ref`]: [`CredentialsRef`] / [`SecretRef`]: what Slipway

@@ -41,6 +41,28 @@ pub struct InstalledSolution {
     pub is_managed: bool,
 }
 
+/// A visible solution with its publisher, as
+/// [`crate::Client::solutions_with_publishers`] lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SolutionListing {
+    #[serde(flatten)]
+    pub solution: InstalledSolution,
+    /// `publisherid`, expanded; absent when the publisher is not readable.
+    #[serde(rename = "publisherid", default)]
+    pub publisher: Option<PublisherSummary>,
+}
+
+/// The columns of a `publisher` that name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublisherSummary {
+    /// `uniquename`.
+    #[serde(rename = "uniquename")]
+    pub unique_name: String,
+    /// `friendlyname`.
+    #[serde(rename = "friendlyname", default)]
+    pub friendly_name: Option<String>,
+}
+
 /// `statuscode` of an `asyncoperation` (values of `AsyncOperation_StatusCode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "i32", into = "i32")]
@@ -419,5 +441,66 @@ impl SolutionComponentSummary {
         self.component_type
             .filter(|c| c.fract() == 0.0 && *c >= 0.0 && *c <= f64::from(u32::MAX))
             .map(|c| c as u32)
+    }
+}
+
+/// A row of `systemusers`: the columns that say who a user is, to
+/// impersonate them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemUser {
+    /// `systemuserid`: what `MSCRMCallerID` takes.
+    #[serde(rename = "systemuserid")]
+    pub id: Uuid,
+    /// `domainname`: the user principal name (`someone@contoso.com`) of a
+    /// Microsoft Entra user; application users have a generated one.
+    #[serde(rename = "domainname", default)]
+    pub domain_name: Option<String>,
+    /// `fullname`.
+    #[serde(rename = "fullname", default)]
+    pub full_name: Option<String>,
+    /// `azureactivedirectoryobjectid`: what `CallerObjectId` takes.
+    #[serde(rename = "azureactivedirectoryobjectid", default)]
+    pub object_id: Option<Uuid>,
+    /// `applicationid`: the application (client) id of an application user.
+    #[serde(rename = "applicationid", default)]
+    pub application_id: Option<Uuid>,
+    /// `isdisabled`: a disabled user cannot be impersonated.
+    #[serde(rename = "isdisabled", default)]
+    pub is_disabled: bool,
+}
+
+/// Whom requests act for: Dataverse impersonation, one header on every
+/// request. The caller's own credentials still authenticate; its user needs
+/// the `prvActOnBehalfOfAnotherUser` privilege (the Delegate role).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallerId {
+    /// `CallerObjectId`: the user's Microsoft Entra object id (the
+    /// documented preferred way).
+    ObjectId(Uuid),
+    /// `MSCRMCallerID`: the user's `systemuserid` (the legacy way; also what
+    /// a `systemusers` lookup finds).
+    SystemUserId(Uuid),
+}
+
+impl CallerId {
+    /// The request header that carries it.
+    pub fn header_name(self) -> &'static str {
+        match self {
+            Self::ObjectId(_) => "CallerObjectId",
+            Self::SystemUserId(_) => "MSCRMCallerID",
+        }
+    }
+
+    /// The id it carries.
+    pub fn id(self) -> Uuid {
+        match self {
+            Self::ObjectId(id) | Self::SystemUserId(id) => id,
+        }
+    }
+}
+
+impl fmt::Display for CallerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.header_name(), self.id())
     }
 }

@@ -336,7 +336,14 @@ async fn import_export_and_the_records_it_creates() {
     assert_eq!(installed.unique_name, "ContosoApp");
     assert_eq!(installed.version, "1.0.0.0");
     assert!(!installed.is_managed);
-    assert_eq!(c.solutions().await.unwrap(), vec![installed]);
+    assert_eq!(c.solutions().await.unwrap(), vec![installed.clone()]);
+    // The pick list: the same rows, each with its publisher expanded.
+    let listed = c.solutions_with_publishers().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].solution, installed);
+    let publisher = listed[0].publisher.clone().unwrap();
+    assert_eq!(publisher.unique_name, "contoso");
+    assert_eq!(publisher.friendly_name.as_deref(), Some("contoso"));
     assert_eq!(c.solution("Other").await.unwrap(), None);
     assert_eq!(
         c.solution("O'Brien").await.unwrap(),

@@ -20,10 +20,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::config::{ClientCredentials, Config, Faults};
+use crate::config::{ClientCredentials, Config, Faults, UserConfig};
 use crate::engine::{self, ComponentParameter, ImportOptions, Platform, Refusal};
 use crate::error::{ApiError, codes};
-use crate::store::Store;
+use crate::store::{ActingFor, Store};
 
 /// Largest request body accepted (a base64 solution of ~750 MB).
 const MAX_BODY: usize = 1 << 30;
@@ -55,9 +55,89 @@ pub(crate) struct EnvRuntime {
     pub(crate) platform: Platform,
     pub(crate) faults: Mutex<Faults>,
     counters: Counters,
+    /// The `systemusers` requests may act for, with their `systemuserid`.
+    users: Vec<(Uuid, UserConfig)>,
 }
 
+/// The columns of `systemusers`, in row order.
+const SYSTEMUSER_COLUMNS: [&str; 6] = [
+    "systemuserid",
+    "domainname",
+    "fullname",
+    "azureactivedirectoryobjectid",
+    "applicationid",
+    "isdisabled",
+];
+
 impl EnvRuntime {
+    /// The `systemusers` rows.
+    fn user_rows(&self) -> (Vec<&'static str>, Vec<Map<String, Value>>) {
+        let text = |v: Option<String>| v.map_or(Value::Null, Value::String);
+        let rows = self
+            .users
+            .iter()
+            .map(|(id, u)| {
+                let values = [
+                    Value::String(id.to_string()),
+                    text(u.domain_name.clone()),
+                    text(u.full_name.clone()),
+                    text(u.object_id.map(|o| o.to_string())),
+                    text(u.application_id.map(|a| a.to_string())),
+                    Value::Bool(u.disabled),
+                ];
+                SYSTEMUSER_COLUMNS
+                    .iter()
+                    .map(|c| (*c).to_string())
+                    .zip(values)
+                    .collect()
+            })
+            .collect();
+        (SYSTEMUSER_COLUMNS.to_vec(), rows)
+    }
+
+    /// Whom a request acts for: the user its `CallerObjectId` (Microsoft
+    /// Entra object id) or `MSCRMCallerID` (`systemuserid`) header names,
+    /// refused as Dataverse refuses an unknown record when the environment
+    /// has no such user, or when the user is disabled.
+    fn acting_for(&self, headers: &HeaderMap) -> Result<ActingFor, ApiError> {
+        let header = |name: &str| -> Result<Option<Uuid>, ApiError> {
+            let Some(value) = headers.get(name) else {
+                return Ok(None);
+            };
+            let text = value.to_str().unwrap_or("").trim();
+            Uuid::parse_str(text).map(Some).map_err(|_| {
+                ApiError::bad_request(format!("the {name} header must be a guid, got {text:?}"))
+            })
+        };
+        let (found, named) = if let Some(object_id) = header("CallerObjectId")? {
+            let found = self
+                .users
+                .iter()
+                .find(|(_, u)| u.object_id == Some(object_id));
+            (found, format!("AzureActiveDirectoryObjectId = {object_id}"))
+        } else if let Some(id) = header("MSCRMCallerID")? {
+            (
+                self.users.iter().find(|(uid, _)| *uid == id),
+                format!("Id = {id}"),
+            )
+        } else {
+            return Ok(ActingFor(None));
+        };
+        match found {
+            None => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                codes::OBJECT_DOES_NOT_EXIST,
+                format!("systemuser With {named} Does Not Exist"),
+            )),
+            Some((id, u)) if u.disabled => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                codes::GENERIC,
+                format!("The user with SystemUserId = {id} is disabled and cannot be impersonated"),
+            )),
+            Some((id, _)) => Ok(ActingFor(Some(*id))),
+        }
+    }
+
     pub(crate) fn faults(&self) -> Faults {
         self.faults
             .lock()
@@ -118,6 +198,11 @@ impl AppState {
                         platform: Platform::of(e),
                         faults: Mutex::new(e.faults.clone()),
                         counters: Counters::default(),
+                        users: e
+                            .users
+                            .iter()
+                            .map(|u| (u.system_user_id(&e.name), u.clone()))
+                            .collect(),
                     }),
                 )
             })
@@ -467,6 +552,7 @@ async fn read(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let rt = state.guard(&env, &headers).await?;
+    let acting = rt.acting_for(&headers)?;
     let env = rt.name.as_str();
     if resource == "WhoAmI" || resource == "WhoAmI()" {
         let mut who = state
@@ -474,6 +560,10 @@ async fn read(
             .who_am_i(env)
             .await?
             .ok_or_else(|| ApiError::internal("environment row missing"))?;
+        // Acting for someone, WhoAmI names them, as in Dataverse.
+        if let ActingFor(Some(user)) = acting {
+            who["UserId"] = Value::String(user.to_string());
+        }
         who["@odata.context"] = context(&headers, env, "Microsoft.Dynamics.CRM.WhoAmIResponse");
         return Ok(Json(who));
     }
@@ -497,11 +587,16 @@ async fn read(
         );
         return Ok(Json(Value::Object(row)));
     }
-    let (columns, rows) = state.store.entity_rows(env, &resource).await?.ok_or_else(|| {
+    let found = if resource == "systemusers" {
+        Some(rt.user_rows())
+    } else {
+        state.store.entity_rows(env, &resource).await?
+    };
+    let (columns, rows) = found.ok_or_else(|| {
         ApiError::not_found(format!(
             "Resource not found for the segment '{resource}'. The simulator serves WhoAmI, solutions, \
              asyncoperations, environmentvariabledefinitions, environmentvariablevalues, \
-             connectionreferences, connections and msdyn_solutioncomponentsummaries"
+             connectionreferences, connections, systemusers and msdyn_solutioncomponentsummaries"
         ))
     })?;
     let entity = resource.strip_suffix('s').unwrap_or(&resource);
@@ -520,10 +615,25 @@ async fn read(
             return Err(unknown_property(name, entity));
         }
     }
+    let expand = query
+        .get("$expand")
+        .map(|e| parse_expand(&resource, e))
+        .transpose()?;
+    let publishers = match &expand {
+        Some(_) => state.store.solution_publishers(env).await?,
+        None => Vec::new(),
+    };
     let mut value = Vec::new();
     for row in rows {
         if matches(&row, &conditions, entity)? {
-            value.push(Value::Object(select(row, query.get("$select"), entity)?));
+            let expanded = expand
+                .as_ref()
+                .map(|columns| publisher_of(&row, &publishers, columns));
+            let mut out = select(row, query.get("$select"), entity)?;
+            if let Some(publisher) = expanded {
+                out.insert("publisherid".into(), publisher);
+            }
+            value.push(Value::Object(out));
         }
     }
     Ok(Json(json!({
@@ -559,6 +669,88 @@ fn select(
         out.insert(col.to_string(), v);
     }
     Ok(out)
+}
+
+/// Columns of an expanded `publisherid`.
+const PUBLISHER_COLUMNS: [&str; 3] = ["publisherid", "uniquename", "friendlyname"];
+
+/// Parses the one `$expand` the simulator serves, a solution's publisher:
+/// `publisherid` or `publisherid($select=uniquename,friendlyname)`; returns
+/// the publisher columns to show.
+fn parse_expand(resource: &str, expand: &str) -> Result<Vec<&'static str>, ApiError> {
+    let expand = expand.trim();
+    let (property, options) = match expand.split_once('(') {
+        Some((property, rest)) => (
+            property.trim(),
+            Some(rest.strip_suffix(')').ok_or_else(|| {
+                ApiError::bad_request(format!("unbalanced parentheses in $expand={expand:?}"))
+            })?),
+        ),
+        None => (expand, None),
+    };
+    if resource != "solutions" || property != "publisherid" {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            codes::QUERY_SYNTAX,
+            format!(
+                "the simulator supports only $expand=publisherid (with an optional $select) on solutions; got {expand:?} on {resource}"
+            ),
+        ));
+    }
+    let Some(options) = options else {
+        return Ok(PUBLISHER_COLUMNS.to_vec());
+    };
+    let select = options.trim().strip_prefix("$select=").ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            codes::QUERY_SYNTAX,
+            format!("the simulator supports only $select inside $expand; got {options:?}"),
+        )
+    })?;
+    select
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            PUBLISHER_COLUMNS
+                .into_iter()
+                .find(|known| *known == c)
+                .ok_or_else(|| unknown_property(c, "publisher"))
+        })
+        .collect()
+}
+
+/// The expanded `publisherid` of a solution row: its publisher's `columns`
+/// (`null` when the solution has no publisher recorded). A publisher's id is
+/// derived from its unique name, so it is the same for all its solutions.
+fn publisher_of(
+    row: &Map<String, Value>,
+    publishers: &[(String, Option<String>, Option<String>)],
+    columns: &[&str],
+) -> Value {
+    use std::hash::{Hash, Hasher};
+    let solution = row.get("uniquename").and_then(Value::as_str).unwrap_or("");
+    let Some((_, Some(unique_name), friendly_name)) = publishers
+        .iter()
+        .find(|(name, _, _)| name.eq_ignore_ascii_case(solution))
+    else {
+        return Value::Null;
+    };
+    let half = |salt: u8| {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (salt, unique_name.to_lowercase()).hash(&mut hasher);
+        hasher.finish()
+    };
+    let mut publisher = Map::new();
+    for column in columns {
+        let value = match *column {
+            "publisherid" => Value::String(Uuid::from_u64_pair(half(1), half(2)).to_string()),
+            "uniquename" => Value::String(unique_name.clone()),
+            _ => friendly_name.clone().map_or(Value::Null, Value::String),
+        };
+        publisher.insert((*column).to_owned(), value);
+    }
+    Value::Object(publisher)
 }
 
 /// One `field eq literal` condition of a `$filter`.
@@ -672,10 +864,11 @@ async fn action(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let rt = state.guard(&env, &headers).await?;
+    let acting = rt.acting_for(&headers)?;
     match resource.as_str() {
         "ExportSolution" => export_solution(&state, &rt, &headers, &body).await,
         "StageSolution" => stage_solution(&state, &rt, &headers, &body).await,
-        "ImportSolutionAsync" => import_solution_async(&state, &rt, &headers, &body).await,
+        "ImportSolutionAsync" => import_solution_async(&state, &rt, &headers, &body, acting).await,
         "DeleteAndPromote" => delete_and_promote(&state, &rt, &headers, &body).await,
         other => Err(ApiError::not_found(format!(
             "Resource not found for the segment '{other}'. The simulator's actions are \
@@ -841,6 +1034,7 @@ async fn import_solution_async(
     rt: &Arc<EnvRuntime>,
     headers: &HeaderMap,
     body: &[u8],
+    acting: ActingFor,
 ) -> Result<Json<Value>, ApiError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "PascalCase")]
@@ -885,10 +1079,13 @@ async fn import_solution_async(
         let rt = rt.clone();
         let env = env.clone();
         tokio::spawn(async move {
-            let (op_id, created) = state.store.create_import_operation(&env, job).await?;
+            let (op_id, created) = state
+                .store
+                .create_import_operation(&env, job, acting)
+                .await?;
             if created {
                 tokio::spawn(async move {
-                    let failure = run_import(&state, &rt, &zip, &options).await.err();
+                    let failure = run_import(&state, &rt, &zip, &options, acting).await.err();
                     if let Err(e) = state
                         .store
                         .complete_operation(op_id, failure.as_deref())
@@ -961,6 +1158,7 @@ async fn run_import(
     rt: &EnvRuntime,
     zip: &[u8],
     options: &ImportOptions,
+    acting: ActingFor,
 ) -> Result<(), String> {
     let faults = rt.faults();
     tokio::time::sleep(Duration::from_millis(faults.import_delay_ms)).await;
@@ -968,23 +1166,25 @@ async fn run_import(
         return Err(message);
     }
     let _one_at_a_time = state.import_lock.lock().await;
-    install(&state.store, &rt.name, &rt.platform, zip, options)
+    install(&state.store, &rt.name, &rt.platform, zip, options, acting)
         .await
         .map(|_| ())
         .map_err(|r| r.message)
 }
 
-/// Checks and applies one import (used by the API and by seeding).
+/// Checks and applies one import made for `acting` (used by the API and by
+/// seeding).
 pub(crate) async fn install(
     store: &Store,
     env: &str,
     platform: &Platform,
     zip: &[u8],
     options: &ImportOptions,
+    acting: ActingFor,
 ) -> Result<String, Refusal> {
     let solution = engine::read_solution(zip)?;
     let write = engine::plan_import(store, env, platform, zip, &solution, options).await?;
-    store.apply_import(&write).await?;
+    store.apply_import(&write, acting).await?;
     tracing::info!(env, solution = %solution.unique_name, version = %solution.version, "solution imported");
     Ok(solution.unique_name)
 }
@@ -992,6 +1192,40 @@ pub(crate) async fn install(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expand_serves_a_solution_publisher_only() {
+        assert_eq!(
+            parse_expand("solutions", "publisherid").unwrap(),
+            PUBLISHER_COLUMNS.to_vec()
+        );
+        assert_eq!(
+            parse_expand("solutions", "publisherid($select=friendlyname, uniquename)").unwrap(),
+            ["friendlyname", "uniquename"]
+        );
+        assert!(parse_expand("solutions", "publisherid($select=address1_city)").is_err());
+        assert!(parse_expand("solutions", "publisherid($top=1)").is_err());
+        assert!(parse_expand("solutions", "publisherid($select=uniquename").is_err());
+        assert!(parse_expand("solutions", "organizationid").is_err());
+        assert!(parse_expand("connections", "publisherid").is_err());
+
+        let row: Map<String, Value> =
+            serde_json::from_value(json!({"uniquename": "ContosoApp"})).unwrap();
+        let publishers = [(
+            "contosoapp".to_owned(),
+            Some("contoso".to_owned()),
+            Some("Contoso Ltd".to_owned()),
+        )];
+        let expanded = publisher_of(&row, &publishers, &PUBLISHER_COLUMNS);
+        assert_eq!(expanded["uniquename"], "contoso");
+        assert_eq!(expanded["friendlyname"], "Contoso Ltd");
+        assert_eq!(
+            expanded["publisherid"],
+            publisher_of(&row, &publishers, &["publisherid"])["publisherid"],
+            "a publisher's id is stable"
+        );
+        assert_eq!(publisher_of(&row, &[], &PUBLISHER_COLUMNS), Value::Null);
+    }
 
     #[test]
     fn filters_parse_strings_with_quotes_and_literals() {

@@ -121,6 +121,11 @@ pub struct EnvironmentConfig {
     /// unless the same or a higher version is already installed.
     #[serde(default)]
     pub solutions: Vec<SeedSolution>,
+    /// `[[environments.users]]`: users and application users of the
+    /// environment (the `systemusers` entity set), whom requests may act
+    /// for with `CallerObjectId` or `MSCRMCallerID`.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
     /// `[environments.faults]`: fault injection (also settable at run time
     /// with `PUT /_admin/{env}/faults`).
     #[serde(default)]
@@ -136,6 +141,7 @@ impl EnvironmentConfig {
             platform_version: None,
             connections: Vec::new(),
             solutions: Vec::new(),
+            users: Vec::new(),
             faults: Faults::default(),
         }
     }
@@ -161,6 +167,54 @@ pub struct ConnectionConfig {
 
 fn default_status() -> String {
     "Connected".into()
+}
+
+/// `[[environments.users]]`: a row of `systemusers`. A user has a
+/// `domain_name` (and usually an `object_id`); an application user has an
+/// `application_id`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// `id`: the `systemuserid` (what `MSCRMCallerID` names). Default: a
+    /// uuid derived from the environment and the user's domain name or
+    /// application id, the same on every start.
+    #[serde(default)]
+    pub id: Option<uuid::Uuid>,
+    /// `domain_name`: the user principal name, e.g. `ana@contoso.com`.
+    #[serde(default)]
+    pub domain_name: Option<String>,
+    /// `full_name` (optional).
+    #[serde(default)]
+    pub full_name: Option<String>,
+    /// `object_id`: the Microsoft Entra object id (what `CallerObjectId`
+    /// names).
+    #[serde(default)]
+    pub object_id: Option<uuid::Uuid>,
+    /// `application_id`: an application user's application (client) id.
+    #[serde(default)]
+    pub application_id: Option<uuid::Uuid>,
+    /// `disabled`: a disabled user cannot be acted for. Default false.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+impl UserConfig {
+    /// The `systemuserid`: the configured one, else one derived from
+    /// `env` and the user's domain name or application id.
+    pub fn system_user_id(&self, env: &str) -> uuid::Uuid {
+        self.id.unwrap_or_else(|| {
+            let who = match (&self.domain_name, &self.application_id) {
+                (Some(name), _) => name.to_ascii_lowercase(),
+                (None, Some(app)) => app.to_string(),
+                (None, None) => String::new(),
+            };
+            let name = format!(
+                "slipway-envsim systemuser\n{}\n{who}",
+                env.to_ascii_lowercase()
+            );
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes())
+        })
+    }
 }
 
 /// `[[environments.solutions]]`: a solution installed at start-up.
@@ -275,6 +329,27 @@ impl Config {
                     env.name
                 ));
             }
+            let mut users = std::collections::HashSet::new();
+            for u in &env.users {
+                if u.domain_name.as_deref().is_none_or(|d| d.trim().is_empty())
+                    && u.application_id.is_none()
+                {
+                    return bad(format!(
+                        "a user of environment {:?} has neither domain_name nor application_id; give the user principal name of a user or the application id of an application user",
+                        env.name
+                    ));
+                }
+                if !users.insert(u.system_user_id(&env.name)) {
+                    return bad(format!(
+                        "user {} is configured twice in environment {:?}",
+                        u.domain_name
+                            .clone()
+                            .or(u.application_id.map(|a| a.to_string()))
+                            .unwrap_or_default(),
+                        env.name
+                    ));
+                }
+            }
             let mut ids = std::collections::HashSet::new();
             for c in &env.connections {
                 if !ids.insert(c.id.as_str()) {
@@ -311,6 +386,11 @@ mod tests {
             connector_id = "/providers/Microsoft.PowerApps/apis/shared_office365"
             [[environments.solutions]]
             path = "base.zip"
+            [[environments.users]]
+            domain_name = "ana@contoso.com"
+            object_id = "6f1f7b54-3ad2-4a8f-a6e0-7d1c6c0d9b11"
+            [[environments.users]]
+            application_id = "11111111-2222-3333-4444-555555555555"
             [environments.faults]
             import_delay_ms = 100
             throttle_every_nth = 3
@@ -321,6 +401,35 @@ mod tests {
         assert_eq!(c.data, DataLocation::Memory);
         assert_eq!(c.environments[0].connections[0].status, "Connected");
         assert_eq!(c.environments[0].faults.throttle_every_nth, 3);
+        let users = &c.environments[0].users;
+        assert_eq!(users.len(), 2);
+        // Derived ids are stable and differ between users.
+        assert_eq!(
+            users[0].system_user_id("test"),
+            users[0].system_user_id("TEST")
+        );
+        assert_ne!(
+            users[0].system_user_id("test"),
+            users[1].system_user_id("test")
+        );
+    }
+
+    #[test]
+    fn users_need_a_name_and_are_unique() {
+        let e = Config::from_toml(
+            "[[environments]]\nname = \"t\"\n[[environments.users]]\nfull_name = \"x\"",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("neither domain_name nor application_id"),
+            "{e}"
+        );
+        let e = Config::from_toml(
+            "[[environments]]\nname = \"t\"\n[[environments.users]]\ndomain_name = \"a@c.com\"\n[[environments.users]]\ndomain_name = \"A@c.com\"",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("configured twice"), "{e}");
     }
 
     #[test]

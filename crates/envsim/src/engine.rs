@@ -401,6 +401,11 @@ pub(crate) async fn plan_import<'z>(
         version: solution.version.to_string(),
         managed: solution.managed,
         publisher: solution.publisher.unique_name.clone(),
+        publisher_friendly_name: solution
+            .publisher
+            .localized_names
+            .first()
+            .map(|n| n.description.clone()),
         zip,
         replace_components: upgrade,
         components: own_keys,

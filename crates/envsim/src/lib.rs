@@ -11,6 +11,7 @@
 //!   `http://HOST:PORT/{env}/api/data/v9.2/`: `WhoAmI`, `solutions`,
 //!   `asyncoperations(<id>)`, `environmentvariabledefinitions`,
 //!   `environmentvariablevalues`, `connectionreferences`, `connections`,
+//!   `systemusers`,
 //!   `msdyn_solutioncomponentsummaries` (the components each installed
 //!   solution registered, filtered by `msdyn_solutionid`)
 //!   (GET with `$select` and a `$filter` subset: `field eq literal [and ...]`),
@@ -49,6 +50,12 @@
 //! - `connections` is Slipway's model of the Power Apps connections list
 //!   (`connectionid`, `connectorid`, `displayname`, `status`), configured
 //!   per environment.
+//! - `systemusers` are the configured `[[environments.users]]`; a request
+//!   with `CallerObjectId` or `MSCRMCallerID` acts for one of them (unknown
+//!   or disabled: refused), and an import records whom it was made for
+//!   (`_createdby_value` / `_createdonbehalfby_value` of the operation,
+//!   `_modifiedby_value` / `_modifiedonbehalfby_value` of the solution).
+//!   Privileges are not modelled: any caller may act for any user.
 //! - Tokens and fault settings live in memory; everything else survives a
 //!   restart on the same SQLite file.
 //!
@@ -158,6 +165,7 @@ async fn seed_solution(
         &engine::Platform::of(env),
         &zip,
         &ImportOptions::default(),
+        store::ActingFor::default(),
     )
     .await
     .map(|_| ())

@@ -63,6 +63,8 @@ pub struct ImportWrite<'a> {
     pub version: String,
     pub managed: bool,
     pub publisher: String,
+    /// The publisher's display name.
+    pub publisher_friendly_name: Option<String>,
     /// The package as received (stored for `ExportSolution`).
     pub zip: &'a [u8],
     /// Replace the solution's components (upgrade) instead of merging (update).
@@ -78,6 +80,24 @@ pub struct ImportWrite<'a> {
     /// (logical name, connection id)
     pub connection_bindings: Vec<(String, String)>,
 }
+
+/// Whom a request acted for: the `systemuserid` its `CallerObjectId` or
+/// `MSCRMCallerID` named, or `None` for the environment's own user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActingFor(pub Option<Uuid>);
+
+impl ActingFor {
+    fn id(self) -> Option<String> {
+        self.0.map(|u| u.to_string())
+    }
+}
+
+/// `created_by`-style columns: the user acted for (`?1`), else the
+/// environment's (`?2`) own user; and the environment's own user as the
+/// one who acted on their behalf, when it did.
+const BY: &str = "COALESCE(?1, (SELECT user_id FROM environments WHERE name = ?2))";
+const ON_BEHALF_BY: &str =
+    "CASE WHEN ?1 IS NULL THEN NULL ELSE (SELECT user_id FROM environments WHERE name = ?2) END";
 
 fn now() -> String {
     OffsetDateTime::now_utc()
@@ -315,18 +335,24 @@ impl Store {
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    /// Writes an accepted import in one transaction.
-    pub async fn apply_import(&self, w: &ImportWrite<'_>) -> Result<(), sqlx::Error> {
+    /// Writes an accepted import in one transaction, recording whom it was
+    /// made for (`acting`) on the solution row.
+    pub async fn apply_import(
+        &self,
+        w: &ImportWrite<'_>,
+        acting: ActingFor,
+    ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let env = w.env.as_str();
         let name = w.unique_name.as_str();
         sqlx::query(
-            "INSERT INTO solutions (env, unique_name, solution_id, friendly_name, version, managed, publisher, installed_on, zip)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            "INSERT INTO solutions (env, unique_name, solution_id, friendly_name, version, managed, publisher, installed_on, zip, publisher_friendly_name)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (env, unique_name) DO UPDATE SET
                friendly_name = excluded.friendly_name, version = excluded.version,
                managed = excluded.managed, publisher = excluded.publisher,
-               installed_on = excluded.installed_on, zip = excluded.zip",
+               installed_on = excluded.installed_on, zip = excluded.zip,
+               publisher_friendly_name = excluded.publisher_friendly_name",
         )
         .bind(env)
         .bind(name)
@@ -337,6 +363,7 @@ impl Store {
         .bind(&w.publisher)
         .bind(now())
         .bind(w.zip)
+        .bind(&w.publisher_friendly_name)
         .execute(&mut *tx)
         .await?;
 
@@ -479,6 +506,15 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE solutions SET modified_by = {BY}, modified_on_behalf_by = {ON_BEHALF_BY}
+             WHERE env = ?2 AND unique_name = ?3"
+        )))
+        .bind(acting.id())
+        .bind(env)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await
     }
 
@@ -520,6 +556,24 @@ impl Store {
         Ok(uuid_of(&id))
     }
 
+    /// The publisher of each installed solution: (solution unique name,
+    /// publisher unique name, publisher display name).
+    pub async fn solution_publishers(
+        &self,
+        env: &str,
+    ) -> Result<Vec<(String, Option<String>, Option<String>)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT unique_name, publisher, publisher_friendly_name FROM solutions WHERE env = ?",
+        )
+        .bind(env)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
     /// Column names and rows of an entity set, with Dataverse's column names.
     /// `None` for an entity set the simulator does not serve.
     pub async fn entity_rows(
@@ -532,7 +586,8 @@ impl Store {
         }
         let (sql, columns): (&str, &[(&'static str, Kind)]) = match set {
             "solutions" => (
-                "SELECT solution_id, unique_name, friendly_name, version, managed, installed_on, 1
+                "SELECT solution_id, unique_name, friendly_name, version, managed, installed_on, 1,
+                   modified_by, modified_on_behalf_by
                  FROM solutions WHERE env = ? ORDER BY unique_name",
                 &[
                     ("solutionid", Kind::Text),
@@ -542,6 +597,8 @@ impl Store {
                     ("ismanaged", Kind::Bool),
                     ("installedon", Kind::Text),
                     ("isvisible", Kind::Bool),
+                    ("_modifiedby_value", Kind::Text),
+                    ("_modifiedonbehalfby_value", Kind::Text),
                 ],
             ),
             "environmentvariabledefinitions" => (
@@ -682,13 +739,14 @@ impl Store {
         Ok(row.map(|r| to_json(&r, ASYNC_COLUMNS)))
     }
 
-    /// Creates a running import operation, or returns the one already created
-    /// for this `ImportJobId` (so a retried request does not import twice).
-    /// The flag says whether it is new.
+    /// Creates a running import operation made for `acting`, or returns the
+    /// one already created for this `ImportJobId` (so a retried request does
+    /// not import twice). The flag says whether it is new.
     pub async fn create_import_operation(
         &self,
         env: &str,
         import_job_id: Option<Uuid>,
+        acting: ActingFor,
     ) -> Result<(Uuid, bool), sqlx::Error> {
         if let Some(job) = import_job_id {
             let existing: Option<String> = sqlx::query_scalar(
@@ -703,12 +761,14 @@ impl Store {
             }
         }
         let id = Uuid::new_v4();
-        sqlx::query(
-            "INSERT INTO async_operations (id, env, import_job_id, name, statecode, statuscode, created_on)
-             VALUES (?, ?, ?, 'ImportSolutionAsync', 2, 20, ?)",
-        )
-        .bind(id.to_string())
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO async_operations (id, env, import_job_id, name, statecode, statuscode,
+               created_on, created_by, created_on_behalf_by)
+             VALUES (?3, ?2, ?4, 'ImportSolutionAsync', 2, 20, ?5, {BY}, {ON_BEHALF_BY})"
+        )))
+        .bind(acting.id())
         .bind(env)
+        .bind(id.to_string())
         .bind(import_job_id.map(|j| j.to_string()))
         .bind(now())
         .execute(&self.pool)
@@ -754,9 +814,10 @@ impl Store {
 
 /// `asyncoperations` rows, in [`ASYNC_COLUMNS`] order.
 const ASYNC_SELECT: &str = "SELECT id, name, statecode, statuscode, message, friendlymessage, \
-     created_on, completed_on FROM async_operations WHERE env = ?";
+     created_on, completed_on, created_by, created_on_behalf_by FROM async_operations WHERE env = ?";
 const ASYNC_SELECT_ALL: &str = "SELECT id, name, statecode, statuscode, message, friendlymessage, \
-     created_on, completed_on FROM async_operations WHERE env = ? ORDER BY created_on";
+     created_on, completed_on, created_by, created_on_behalf_by FROM async_operations WHERE env = ? \
+     ORDER BY created_on";
 
 const ASYNC_COLUMNS: &[(&str, Kind)] = &[
     ("asyncoperationid", Kind::Text),
@@ -767,6 +828,8 @@ const ASYNC_COLUMNS: &[(&str, Kind)] = &[
     ("friendlymessage", Kind::Text),
     ("createdon", Kind::Text),
     ("completedon", Kind::Text),
+    ("_createdby_value", Kind::Text),
+    ("_createdonbehalfby_value", Kind::Text),
 ];
 
 #[derive(Clone, Copy)]

@@ -16,6 +16,14 @@
 //!   by `environments.import_poll_max_ms` ([`poll_delay`]); over, it reports
 //!   success or the environment's own failure message.
 //!
+//! A stage's deploy-as ([`Deployment::deploy_as`]) makes the start act for
+//! that identity with Dataverse impersonation ([`acting_client`]): a user
+//! given by Microsoft Entra object id goes as `CallerObjectId`; a user
+//! principal name or a service principal's application id is looked up in
+//! the target's `systemusers` and goes as `MSCRMCallerID`. The environment's
+//! credentials still authenticate (its application user needs the Delegate
+//! role); polls read the operation as that application user.
+//!
 //! A redelivered or retried start names the same `ImportJobId`, and the
 //! environment answers with the operation it already runs, so one run
 //! imports once. Transient failures (network, throttling, 5xx, the artifact
@@ -38,7 +46,8 @@ use slipway_dataverse::{
     AsyncOperation, AsyncStatus, Client, ComponentParameter, DataverseError, ImportRequest,
 };
 use slipway_messages::{
-    ArtifactRef, Deployment, Envelope, EnvironmentAccess, ImportCommand, Message, Role, StepOutcome,
+    ArtifactRef, DeployIdentity, Deployment, Envelope, EnvironmentAccess, ImportCommand, Message,
+    Role, StepOutcome,
 };
 use slipway_service::config::EnvironmentsConfig;
 use slipway_service::worker::{Step, StepDone};
@@ -89,6 +98,11 @@ impl ImporterStep {
             Ok(client) => client,
             Err(stop) => return stop.into(),
         };
+        let deploy_as = cmd.deployment.deploy_as.as_ref();
+        let client = match acting_client(&client, deploy_as, &target.name).await {
+            Ok(client) => client,
+            Err(stop) => return stop,
+        };
         let zip = match self.managed_file(&cmd.artifact).await {
             Ok(zip) => zip,
             Err(stop) => return stop.into(),
@@ -120,6 +134,7 @@ impl ImporterStep {
             version = %cmd.artifact.version,
             %job_id,
             async_operation_id = %id,
+            caller = ?client.caller(),
             "import started"
         );
         Ok(StepDone::in_progress(
@@ -314,6 +329,38 @@ impl Step for ImporterStep {
                 ..
             })
         )
+    }
+}
+
+/// `client` acting for `deploy_as` (unchanged without one): the caller
+/// [`Client::caller_for_user`] or [`Client::caller_for_application`] finds in
+/// the target. An identity the target does not know (or has disabled) ends
+/// the run with a reason naming it; a transient failure of the lookup is
+/// retried.
+pub async fn acting_client(
+    client: &Client,
+    deploy_as: Option<&DeployIdentity>,
+    target: &str,
+) -> Result<Client, Result<StepDone, HandlerError>> {
+    let Some(identity) = deploy_as else {
+        return Ok(client.clone());
+    };
+    let caller = match identity {
+        DeployIdentity::User { user } => client.caller_for_user(user).await,
+        DeployIdentity::ServicePrincipal { application_id } => {
+            client.caller_for_application(application_id).await
+        }
+    };
+    match caller {
+        Ok(caller) => Ok(client.acting_for(caller)),
+        Err(DataverseError::UnknownCaller(why)) => Err(Ok(StepDone::failed(
+            format!("the stage deploys as {identity}, which cannot act in {target}: {why}"),
+            None,
+        ))),
+        Err(e) => Err(dataverse_failure(
+            e,
+            &format!("cannot find {identity} (the stage's deploy-as) in {target}"),
+        )),
     }
 }
 

@@ -9,12 +9,12 @@ use std::time::Duration;
 use slipway_artifacts::ArtifactStore;
 use slipway_bus::{Bus, BusConfig, FnHandler, QueueName, Transport};
 use slipway_dataverse::{Client, ClientConfig, Credentials};
-use slipway_envsim::config::{ConnectionConfig, EnvironmentConfig};
+use slipway_envsim::config::{ConnectionConfig, EnvironmentConfig, UserConfig};
 use slipway_envsim::{Config, EnvSim, Faults, Running};
 use slipway_importer::ImporterStep;
 use slipway_messages::{
-    ArtifactRef, Deployment, Envelope, EnvironmentAccess, ImportCommand, Message, RunEvent,
-    Step as PipelineStep, StepOutcome, StepStatus,
+    ArtifactRef, DeployIdentity, Deployment, Envelope, EnvironmentAccess, ImportCommand, Message,
+    RunEvent, Step as PipelineStep, StepOutcome, StepStatus,
 };
 use slipway_service::config::EnvironmentsConfig;
 use slipway_service::shutdown::CancellationToken;
@@ -24,6 +24,8 @@ use uuid::Uuid;
 
 const DEV_TOKEN: &str = "importer-test-token";
 const SHAREPOINT: &str = "/providers/Microsoft.PowerApps/apis/shared_sharepointonline";
+/// The application (client) id of the `test` environment's release bot.
+const RELEASE_BOT: Uuid = Uuid::from_u128(0x5e1e_a5e0_b07a_4c1d_9e2f_0a1b_2c3d_4e5f);
 
 /// A simulator with environments `dev` and `test`, an artifact store and a
 /// token file in one temporary folder.
@@ -52,6 +54,17 @@ impl Fixture {
                 display_name: Some("SharePoint".into()),
                 status: "Connected".into(),
             }],
+            // Whom a stage may deploy as.
+            users: vec![
+                UserConfig {
+                    domain_name: Some("owner@contoso.com".into()),
+                    ..UserConfig::default()
+                },
+                UserConfig {
+                    application_id: Some(RELEASE_BOT),
+                    ..UserConfig::default()
+                },
+            ],
             faults,
             ..EnvironmentConfig::new("test")
         };
@@ -251,6 +264,141 @@ async fn start_then_polls_import_the_artifact_at_its_version() {
         .unwrap();
     assert_eq!(installed.version, "1.2.0.3");
     assert!(installed.is_managed);
+}
+
+#[tokio::test]
+async fn a_stage_deploy_as_imports_as_that_user_or_service_principal() {
+    let fx = Fixture::start().await;
+    let step = fx.step(10, 40);
+    let target = fx.client("test");
+    let own = target.who_am_i().await.unwrap().user_id.to_string();
+    let owner = target
+        .system_user_by_domain_name("owner@contoso.com")
+        .await
+        .unwrap()
+        .unwrap()
+        .id
+        .to_string();
+    let bot = target
+        .system_user_by_application_id(RELEASE_BOT)
+        .await
+        .unwrap()
+        .unwrap()
+        .id
+        .to_string();
+    for (version, identity, expected) in [
+        (
+            "1.0.0.1",
+            DeployIdentity::User {
+                user: "owner@contoso.com".into(),
+            },
+            &owner,
+        ),
+        (
+            "1.0.0.2",
+            DeployIdentity::ServicePrincipal {
+                application_id: RELEASE_BOT.to_string(),
+            },
+            &bot,
+        ),
+    ] {
+        let artifact = fx.artifact(contoso(version).build(), version).await;
+        let deployment = Deployment {
+            deploy_as: Some(identity.clone()),
+            ..fx.deployment("Contoso", None)
+        };
+        let results = drive(&step, Uuid::now_v7(), start_command(deployment, artifact)).await;
+        let last = results.last().unwrap();
+        assert_eq!(last.report, StepReport::Succeeded, "{identity}: {last:?}");
+        let id = progress_id(&results[0]).to_string();
+        let operations = fx.operations("test").await;
+        let op = operations
+            .iter()
+            .find(|o| o["asyncoperationid"] == id.as_str())
+            .unwrap();
+        assert_eq!(
+            op["_createdby_value"],
+            expected.as_str(),
+            "{identity}: {op}"
+        );
+        assert_eq!(
+            op["_createdonbehalfby_value"],
+            own.as_str(),
+            "{identity}: {op}"
+        );
+        assert_eq!(
+            target.solution("Contoso").await.unwrap().unwrap().version,
+            version
+        );
+    }
+
+    // Without deploy-as the environment's own user imports.
+    let artifact = fx.artifact(contoso("1.0.0.3").build(), "1.0.0.3").await;
+    let results = drive(
+        &step,
+        Uuid::now_v7(),
+        start_command(fx.deployment("Contoso", None), artifact),
+    )
+    .await;
+    let id = progress_id(&results[0]).to_string();
+    let operations = fx.operations("test").await;
+    let op = operations
+        .iter()
+        .find(|o| o["asyncoperationid"] == id.as_str())
+        .unwrap();
+    assert_eq!(op["_createdby_value"], own.as_str(), "{op}");
+    assert_eq!(op["_createdonbehalfby_value"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn a_deploy_as_identity_unknown_to_the_target_fails_the_run_before_importing() {
+    let fx = Fixture::start().await;
+    let step = fx.step(10, 40);
+    let artifact = fx.artifact(contoso("1.0.0.1").build(), "1.0.0.1").await;
+    for (identity, says) in [
+        (
+            DeployIdentity::User {
+                user: "stranger@contoso.com".into(),
+            },
+            "the stage deploys as user stranger@contoso.com, which cannot act in test: user stranger@contoso.com is not a user of this environment",
+        ),
+        (
+            DeployIdentity::ServicePrincipal {
+                application_id: "not-an-id".into(),
+            },
+            "is not an application (client) id",
+        ),
+        (
+            // An object id goes straight to the target, which refuses it.
+            DeployIdentity::User {
+                user: Uuid::from_u128(7).to_string(),
+            },
+            "could not start: dataverse returned 404 (0x80040217): systemuser With AzureActiveDirectoryObjectId",
+        ),
+    ] {
+        let deployment = Deployment {
+            deploy_as: Some(identity.clone()),
+            ..fx.deployment("Contoso", None)
+        };
+        let done = step
+            .run(&Envelope::new(
+                Uuid::now_v7(),
+                start_command(deployment, artifact.clone()),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(done.report, StepReport::Failed, "{identity}: {done:?}");
+        let detail = done.detail.unwrap();
+        assert!(detail.contains(says), "{identity}: {detail}");
+    }
+    assert!(fx.operations("test").await.is_empty());
+    assert!(
+        fx.client("test")
+            .solution("Contoso")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]

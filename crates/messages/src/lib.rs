@@ -247,6 +247,36 @@ pub struct Deployment {
     /// to; lets tests and benchmarks drive delays and failures.
     #[serde(default)]
     pub placeholder: PlaceholderWork,
+    /// Whom the importer acts as in the target (the stage's deploy-as);
+    /// `None`: the environment's own credentials. Absent in messages
+    /// written before it existed, which therefore import as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_as: Option<DeployIdentity>,
+}
+
+/// An identity the importer impersonates in the target environment, as a
+/// stage's deploy-as names it. The credentials stay the environment's: its
+/// application user must hold the Delegate role (`prvActOnBehalfOfAnotherUser`),
+/// and the import runs with the privileges both it and this identity have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum DeployIdentity {
+    /// An application user: the service principal's application (client) id.
+    ServicePrincipal { application_id: String },
+    /// A user: a user principal name (`someone@contoso.com`) or the user's
+    /// Microsoft Entra object id.
+    User { user: String },
+}
+
+impl std::fmt::Display for DeployIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeployIdentity::ServicePrincipal { application_id } => {
+                write!(f, "service principal {application_id}")
+            }
+            DeployIdentity::User { user } => write!(f, "user {user}"),
+        }
+    }
 }
 
 impl Deployment {
@@ -269,6 +299,7 @@ impl Deployment {
             allow_older_version: false,
             hold_after_validation: false,
             placeholder: PlaceholderWork::default(),
+            deploy_as: None,
         }
     }
 
@@ -580,6 +611,37 @@ mod tests {
         v["kind"] = "launch_rockets".into();
         let err = Envelope::decode(v.to_string().as_bytes()).unwrap_err();
         assert!(err.to_string().contains("launch_rockets"), "{err}");
+    }
+
+    #[test]
+    fn deploy_as_is_optional_on_the_wire() {
+        // A message written before the field existed still parses.
+        let mut v: serde_json::Value = serde_json::from_slice(&sample().encode()).unwrap();
+        assert!(v["body"]["deployment"].get("deploy_as").is_none(), "{v}");
+        v["body"]["deployment"]
+            .as_object_mut()
+            .unwrap()
+            .remove("deploy_as");
+        let old = Envelope::decode(v.to_string().as_bytes()).unwrap();
+        assert_eq!(old.message.deployment().unwrap().deploy_as, None);
+
+        let identity = DeployIdentity::User {
+            user: "release@contoso.com".into(),
+        };
+        v["body"]["deployment"]["deploy_as"] = serde_json::to_value(&identity).unwrap();
+        assert_eq!(
+            v["body"]["deployment"]["deploy_as"],
+            serde_json::json!({"mode": "user", "user": "release@contoso.com"})
+        );
+        let back = Envelope::decode(v.to_string().as_bytes()).unwrap();
+        assert_eq!(back.message.deployment().unwrap().deploy_as, Some(identity));
+        let app = serde_json::json!({"mode": "service_principal", "application_id": "a1"});
+        assert_eq!(
+            serde_json::from_value::<DeployIdentity>(app).unwrap(),
+            DeployIdentity::ServicePrincipal {
+                application_id: "a1".into()
+            }
+        );
     }
 
     #[test]
