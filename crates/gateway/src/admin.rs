@@ -305,6 +305,27 @@ pub async fn check_and_record(
 }
 
 async fn who_am_i(timeout: std::time::Duration, env: &Environment) -> Result<(), String> {
+    ask_environment(
+        timeout,
+        env,
+        |client| async move { client.who_am_i().await },
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Asks `env` something with its stored credentials (resolved now, in the
+/// gateway), retrying a transient failure once, within `timeout` overall:
+/// the one way the gateway talks to an environment (WhoAmI checks, the
+/// solutions a maker picks from). The error says what went wrong.
+pub(crate) async fn ask_environment<T, F>(
+    timeout: std::time::Duration,
+    env: &Environment,
+    call: impl FnOnce(slipway_dataverse::Client) -> F,
+) -> Result<T, String>
+where
+    F: std::future::Future<Output = Result<T, slipway_dataverse::DataverseError>>,
+{
     let credentials: CredentialsRef = serde_json::from_value(env.credentials.clone())
         .map_err(|e| format!("stored credentials are unreadable: {e}"))?;
     let credentials = credentials.resolve().map_err(|e| e.to_string())?;
@@ -312,8 +333,8 @@ async fn who_am_i(timeout: std::time::Duration, env: &Environment) -> Result<(),
     config.request_timeout = timeout;
     config.retry.max_retries = 1;
     let client = slipway_dataverse::Client::new(config).map_err(|e| e.to_string())?;
-    match tokio::time::timeout(timeout, client.who_am_i()).await {
-        Ok(Ok(_)) => Ok(()),
+    match tokio::time::timeout(timeout, call(client)).await {
+        Ok(Ok(answer)) => Ok(answer),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!(
             "no answer within {} ms; check the URL and that the environment is reachable from the gateway",

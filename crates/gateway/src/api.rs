@@ -9,9 +9,9 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use slipway_messages::{
-    Deployment, Envelope, ExportCommand, Message, PlaceholderWork, ValidateCommand,
+    DeployIdentity, Deployment, Envelope, ExportCommand, Message, PlaceholderWork, ValidateCommand,
 };
-use slipway_store::{AccessRole, CancelOutcome, HistoryEntry, NewRun, Run, RunGates};
+use slipway_store::{AccessRole, CancelOutcome, HistoryEntry, NewRun, Run, RunFilter, RunGates};
 use tower_http::trace::TraceLayer;
 use uuid::Uuid;
 
@@ -22,6 +22,7 @@ pub use crate::error::ApiError;
 use crate::error::{Body, ErrorBody, FieldError};
 use crate::runs;
 use crate::webhooks;
+use crate::{browse, signin, stream};
 
 /// The gateway's routes, with request tracing outermost.
 pub fn router(gateway: Gateway) -> Router {
@@ -34,6 +35,10 @@ pub fn router(gateway: Gateway) -> Router {
         )
         .route("/api/v1/deployments/{id}", get(get_deployment))
         .route("/api/v1/deployments/{id}/events", get(deployment_events))
+        .route(
+            "/api/v1/deployments/{id}/stream",
+            get(stream::follow_deployment),
+        )
         .route("/api/v1/deployments/{id}/cancel", post(cancel_deployment))
         .route("/api/v1/deployments/{id}/approve", post(runs::approve))
         .route("/api/v1/deployments/{id}/reject", post(runs::reject))
@@ -52,6 +57,7 @@ pub fn router(gateway: Gateway) -> Router {
         )
         .route("/api/v1/approvals", get(runs::approvals))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/auth/config", get(signin::auth_config))
         .route("/api/v1/me", get(admin::me))
         .route(
             "/api/v1/environments",
@@ -66,6 +72,10 @@ pub fn router(gateway: Gateway) -> Router {
         .route(
             "/api/v1/environments/{id}/validate",
             post(admin::validate_environment),
+        )
+        .route(
+            "/api/v1/environments/{id}/solutions",
+            get(browse::environment_solutions),
         )
         .route(
             "/api/v1/pipelines",
@@ -111,6 +121,7 @@ pub fn router(gateway: Gateway) -> Router {
             "/api/v1/webhooks/{id}/deliveries",
             get(webhooks::webhook_deliveries),
         )
+        .merge(slipway_webui::router())
         .fallback(not_found)
         .layer(axum::middleware::map_response(json_errors))
         .with_state(gateway)
@@ -208,8 +219,9 @@ pub struct SubmitDeployment {
     /// a pipeline, one of its source environments.
     #[serde(default)]
     pub source_environment: Option<String>,
-    /// Name of the target environment; with a pipeline, may be left out
-    /// when the stage has a single target.
+    /// Name of the target environment. With a pipeline it may be left
+    /// out: the deployment goes to every target of the stage, one run per
+    /// target (the same version, settings and notes), all started together.
     #[serde(default)]
     pub target_environment: Option<String>,
     /// The version to deploy. First stage: the version the artifact gets
@@ -301,7 +313,9 @@ fn required<'a>(field: &str, value: Option<&'a str>) -> Result<&'a str, ApiError
 /// stage it runs through, if any.
 struct Route {
     source: String,
-    target: String,
+    /// One target, or every target of the stage (fan-out), in the stage's
+    /// order.
+    targets: Vec<String>,
     pipeline_id: Option<Uuid>,
     stage_id: Option<Uuid>,
     /// Through a pipeline: the pipeline and the stage.
@@ -332,7 +346,7 @@ async fn route_of(
         }
         return Ok(Route {
             source: source.into(),
-            target: target.into(),
+            targets: vec![target.into()],
             pipeline_id: None,
             stage_id: None,
             through: None,
@@ -373,7 +387,7 @@ async fn route_of(
             ),
         ));
     }
-    let target = match req.target_environment.as_deref().map(str::trim) {
+    let targets = match req.target_environment.as_deref().map(str::trim) {
         Some(t) if !t.is_empty() => {
             if !stage.targets.iter().any(|e| e.name == t) {
                 return Err(ApiError::invalid(
@@ -385,66 +399,157 @@ async fn route_of(
                     ),
                 ));
             }
-            t.to_owned()
+            vec![t.to_owned()]
         }
-        _ => match stage.targets.as_slice() {
-            [only] => only.name.clone(),
-            _ => {
-                return Err(ApiError::invalid(
-                    "target_environment",
-                    format!(
-                        "stage {} deploys to several environments ({}); name one",
-                        stage.name,
-                        names(&stage.targets)
-                    ),
-                ));
-            }
-        },
+        // Every target of the stage: the deployment fans out.
+        _ => stage.targets.iter().map(|e| e.name.clone()).collect(),
     };
+    if targets.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "stage {} has no target environment; an admin adds one to the stage",
+            stage.name
+        )));
+    }
     let stage = stage.clone();
     Ok(Route {
         source: source.into(),
-        target,
+        targets,
         pipeline_id: Some(pipeline_id),
         stage_id: Some(stage_id),
         through: Some((pipeline, stage)),
     })
 }
 
-/// Creates the run and its first command in one transaction, then wakes the
-/// relay. Answers 202: the deployment proceeds in the background.
+/// What submitting a deployment answers: the run it started (the first,
+/// when it fanned out), and the other runs of a fan-out.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Submitted {
+    #[serde(flatten)]
+    pub run: RunView,
+    /// Ids of the runs the same request started for the stage's other
+    /// target environments (a request without `target_environment` through
+    /// a stage with several targets: one run per target). Absent when the
+    /// request started one run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fan_out: Vec<Uuid>,
+}
+
+/// Creates the run and its first command (one run per target of the stage
+/// when no target is named: all of them and their commands in one
+/// transaction), then wakes the relay. Answers 202: the deployment proceeds
+/// in the background.
 #[tracing::instrument(skip_all, fields(run_id))]
 #[utoipa::path(post, path = "/api/v1/deployments", tag = "deployments", security(("bearer" = [])), request_body = SubmitDeployment,
-    responses((status = 202, description = "accepted; the run proceeds in the background", body = RunView),
+    responses((status = 202, description = "accepted; the run proceeds in the background (the first run, with the other runs of a fan-out in `fan_out`)", body = Submitted),
               (status = 400, description = "not JSON", body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, description = "no such pipeline visible to the caller", body = ErrorBody),
+              (status = 409, description = "the version has not succeeded in every target of the previous stage, or the stage has no target", body = ErrorBody),
               (status = 422, description = "a field is unusable", body = ErrorBody)))]
 async fn submit_deployment(
     State(gw): State<Gateway>,
     caller: Caller,
     Body(req): Body<SubmitDeployment>,
-) -> Result<(StatusCode, Json<RunView>), ApiError> {
-    submit(&gw, &caller, req).await
+) -> Result<(StatusCode, Json<Submitted>), ApiError> {
+    let mut runs = submit_all(&gw, &caller, req).await?.into_iter();
+    let run = runs
+        .next()
+        .ok_or_else(|| ApiError::Conflict("the deployment started no run".into()))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Submitted {
+            run: run.into(),
+            fan_out: runs.map(|r| r.id).collect(),
+        }),
+    ))
 }
 
-/// Checks a deployment request and starts its run (also used by retry).
+/// Checks a deployment request that names its target and starts its run
+/// (retry).
 pub(crate) async fn submit(
     gw: &Gateway,
     caller: &Caller,
     req: SubmitDeployment,
 ) -> Result<(StatusCode, Json<RunView>), ApiError> {
+    let run = submit_all(gw, caller, req)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::Conflict("the deployment started no run".into()))?;
+    Ok((StatusCode::ACCEPTED, Json(run.into())))
+}
+
+/// Whom the importer acts as for a stage's deploy-as; `None` for the
+/// environment's own credentials.
+fn deploy_identity(deploy_as: &slipway_store::DeployAs) -> Option<DeployIdentity> {
+    match deploy_as {
+        slipway_store::DeployAs::Environment => None,
+        slipway_store::DeployAs::ServicePrincipal { application_id } => {
+            Some(DeployIdentity::ServicePrincipal {
+                application_id: application_id.trim().to_owned(),
+            })
+        }
+        slipway_store::DeployAs::User { user } => Some(DeployIdentity::User {
+            user: user.trim().to_owned(),
+        }),
+    }
+}
+
+/// Checks a deployment request and starts its runs: one, or one per target
+/// of the stage (fan-out), in one transaction. Every target is planned
+/// before anything is written, so a refusal in one target starts none.
+async fn submit_all(
+    gw: &Gateway,
+    caller: &Caller,
+    req: SubmitDeployment,
+) -> Result<Vec<Run>, ApiError> {
     let gw = gw.clone();
     let caller = caller.clone();
     caller.require(&[AccessRole::Maker], "deploy")?;
     required("solution_name", Some(&req.solution_name))?;
     let scheduled_at = parse_when("scheduled_at", req.scheduled_at.as_deref())?;
     let route = route_of(&gw, &caller, &req).await?;
+    let mut version = req.version.clone();
+    let mut planned = Vec::with_capacity(route.targets.len());
+    for target in &route.targets {
+        let (new, first) =
+            plan_run(&gw, &caller, &req, &route, target, &version, scheduled_at).await?;
+        // Every target deploys the version the first one settled on.
+        version = new.deployment.version.clone();
+        planned.push((new, first));
+    }
+    let pairs: Vec<(&NewRun, &Envelope)> = planned.iter().map(|(n, e)| (n, e)).collect();
+    let runs = gw
+        .store
+        .create_runs(&pairs, &slipway_bus::current_trace_headers())
+        .await?;
+    gw.relay_wakeup.notify_one();
+    for run in &runs {
+        tracing::info!(
+            run_id = %run.id,
+            target = %run.deployment.target_environment,
+            requested_by = %caller.subject,
+            "deployment requested"
+        );
+    }
+    Ok(runs)
+}
+
+/// The run to `target` a request asks for, and its first command.
+async fn plan_run(
+    gw: &Gateway,
+    caller: &Caller,
+    req: &SubmitDeployment,
+    route: &Route,
+    target: &str,
+    version: &Option<String>,
+    scheduled_at: Option<time::OffsetDateTime>,
+) -> Result<(NewRun, Envelope), ApiError> {
     let id = Uuid::now_v7();
     tracing::Span::current().record("run_id", tracing::field::display(id));
     let mut deployment = Deployment {
         solution_name: req.solution_name.trim().to_owned(),
         source_environment: route.source.clone(),
-        target_environment: route.target.clone(),
+        target_environment: target.to_owned(),
         pipeline_id: route.pipeline_id,
         stage_id: route.stage_id,
         source: None,
@@ -453,9 +558,10 @@ pub(crate) async fn submit(
         policies: None,
         allow_older_version: false,
         hold_after_validation: false,
-        version: req.version.clone(),
+        version: version.clone(),
         settings: req.settings.clone(),
         placeholder: req.placeholder.clone(),
+        deploy_as: None,
     };
     let mut gates = RunGates {
         scheduled_at,
@@ -464,11 +570,12 @@ pub(crate) async fn submit(
     };
     let mut artifact = None;
     if let Some((pipeline, stage)) = &route.through {
-        let plan = crate::runs::plan(&gw, pipeline, stage, &deployment).await?;
+        let plan = crate::runs::plan(gw, pipeline, stage, &deployment).await?;
         deployment.source = Some(plan.source);
         deployment.target = Some(plan.target);
         deployment.version = plan.version;
         deployment.policies = Some(stage.settings.policies.clone());
+        deployment.deploy_as = deploy_identity(&stage.settings.deploy_as);
         deployment.allow_older_version = pipeline.allow_redeploy_older;
         gates.approval_required = stage.settings.approval_required;
         gates.pre_export_gate = stage.settings.pre_export_gate;
@@ -496,13 +603,7 @@ pub(crate) async fn submit(
         gates,
         artifact,
     };
-    let run = gw
-        .store
-        .create_run(&new, &first, &slipway_bus::current_trace_headers())
-        .await?;
-    gw.relay_wakeup.notify_one();
-    tracing::info!(run_id = %id, requested_by = %caller.subject, "deployment requested");
-    Ok((StatusCode::ACCEPTED, Json(run.into())))
+    Ok((new, first))
 }
 
 /// An optional RFC 3339 time field; blank counts as absent.
@@ -578,17 +679,87 @@ async fn deployment_events(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 struct ListQuery {
-    /// Most runs returned, newest first (1 to 1000).
+    /// Most runs returned, newest first (1 to 1000), after filtering.
     #[serde(default = "default_limit")]
     limit: u32,
+    /// Only runs through this pipeline.
+    #[param(value_type = Option<Uuid>)]
+    #[serde(default)]
+    pipeline: Option<String>,
+    /// Only runs to this stage.
+    #[param(value_type = Option<Uuid>)]
+    #[serde(default)]
+    stage: Option<String>,
+    /// Only runs of this solution (unique name, any case).
+    #[serde(default)]
+    solution: Option<String>,
+    /// Only runs in this state: requested, awaiting_pre_export, exporting,
+    /// validating, awaiting_settings, awaiting_approval,
+    /// awaiting_pre_deployment, scheduled, importing, succeeded, failed or
+    /// canceled.
+    #[serde(default)]
+    state: Option<String>,
 }
 
 fn default_limit() -> u32 {
     50
 }
 
-/// The newest runs the caller may see.
-#[utoipa::path(get, path = "/api/v1/deployments", tag = "deployments", security(("bearer" = [])), params(ListQuery), responses((status = 200, body = Vec<RunView>)))]
+impl ListQuery {
+    /// The filters asked for (blank ones count as absent), or a 422 naming
+    /// every unusable one.
+    fn filter(&self) -> Result<RunFilter, ApiError> {
+        let given = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let mut errors = Vec::new();
+        let mut id_of = |field: &str, value: Option<String>| {
+            value.and_then(|v| match Uuid::parse_str(&v) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    errors.push(FieldError {
+                        field: field.into(),
+                        reason: format!("`{v}` is not an id ({e}); give the {field}'s uuid"),
+                    });
+                    None
+                }
+            })
+        };
+        let pipeline_id = id_of("pipeline", given(&self.pipeline));
+        let stage_id = id_of("stage", given(&self.stage));
+        let state = given(&self.state).and_then(|v| {
+            let state = slipway_store::RunState::parse(&v);
+            if state.is_none() {
+                let known: Vec<&str> = slipway_store::RunState::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect();
+                errors.push(FieldError {
+                    field: "state".into(),
+                    reason: format!("`{v}` is not a run state; use one of: {}", known.join(", ")),
+                });
+            }
+            state
+        });
+        if !errors.is_empty() {
+            return Err(ApiError::Invalid(errors));
+        }
+        Ok(RunFilter {
+            pipeline_id,
+            stage_id,
+            solution_name: given(&self.solution),
+            state,
+        })
+    }
+}
+
+/// The newest runs the caller may see, filtered by pipeline, stage,
+/// solution and state (in the database, before the limit).
+#[utoipa::path(get, path = "/api/v1/deployments", tag = "deployments", security(("bearer" = [])), params(ListQuery),
+    responses((status = 200, body = Vec<RunView>), (status = 422, description = "a filter is unusable; the field names it", body = ErrorBody)))]
 async fn list_deployments(
     State(gw): State<Gateway>,
     caller: Caller,
@@ -600,8 +771,9 @@ async fn list_deployments(
     )?;
     let Query(q) = query.map_err(|e| ApiError::invalid("limit", e.body_text()))?;
     let limit = q.limit.clamp(1, 1000);
+    let filter = q.filter()?;
     let runs = if caller.is_admin() {
-        gw.store.list_runs(limit).await?
+        gw.store.list_runs_filtered(limit, &filter, None).await?
     } else {
         let shared: Vec<Uuid> = gw
             .store
@@ -611,7 +783,7 @@ async fn list_deployments(
             .map(|p| p.id)
             .collect();
         gw.store
-            .list_runs_visible(limit, &caller.subject, &shared)
+            .list_runs_filtered(limit, &filter, Some((&caller.subject, &shared)))
             .await?
     };
     Ok(Json(runs.into_iter().map(RunView::from).collect()))
@@ -643,7 +815,7 @@ async fn cancel_deployment(
         .cancel_run(id, &caller.subject, req.reason.as_deref())
         .await?
     {
-        CancelOutcome::Canceled { .. } => {}
+        CancelOutcome::Canceled { .. } => gw.run_changed(id),
         CancelOutcome::TooLate { state } => {
             return Err(ApiError::Conflict(format!(
                 "deployment {id} is {state}; only runs that have not started importing can be canceled"
@@ -685,7 +857,7 @@ impl utoipa::Modify for BearerAuth {
 #[openapi(
     info(
         title = "Slipway gateway",
-        description = "Deploy Power Platform solutions through pipelines; administer environments, pipelines, access and the audit log. Errors are JSON `{error, fields?}`: 401 without valid credentials, 403 when the caller's role does not allow the route, 404 for ids that do not exist or that the caller may not see (the two are indistinguishable), 409 for conflicts with the current state, 422 naming each unusable field."
+        description = "Deploy Power Platform solutions through pipelines; administer environments, pipelines, access and the audit log. Errors are JSON `{error, fields?}`: 401 without valid credentials, 403 when the caller's role does not allow the route, 404 for ids that do not exist or that the caller may not see (the two are indistinguishable), 409 for conflicts with the current state, 422 naming each unusable field, 502 when an environment the gateway asks on the caller's behalf does not answer."
     ),
     modifiers(&BearerAuth),
     paths(
@@ -695,6 +867,7 @@ impl utoipa::Modify for BearerAuth {
         list_deployments,
         get_deployment,
         deployment_events,
+        stream::follow_deployment,
         cancel_deployment,
         runs::approve,
         runs::reject,
@@ -710,6 +883,8 @@ impl utoipa::Modify for BearerAuth {
         admin::update_environment,
         admin::delete_environment,
         admin::validate_environment,
+        browse::environment_solutions,
+        signin::auth_config,
         admin::list_pipelines,
         admin::create_pipeline,
         admin::get_pipeline,
@@ -736,13 +911,17 @@ impl utoipa::Modify for BearerAuth {
     components(schemas(
         SubmitDeployment,
         RunView,
+        Submitted,
         CancelRequest,
         ErrorBody,
         FieldError,
         runs::DecisionRequest,
         runs::GateCallback,
         runs::SettingsRequest,
-        webhooks::WebhookRequest
+        webhooks::WebhookRequest,
+        browse::SolutionView,
+        signin::AuthConfigView,
+        signin::OidcView
     ))
 )]
 pub struct ApiDoc;

@@ -48,6 +48,10 @@ pub enum ApiError {
     /// 422: one or more fields are unusable.
     #[error("{}", describe(.0))]
     Invalid(Vec<FieldError>),
+    /// 502: an environment the gateway asked on the caller's behalf did
+    /// not answer, or answered with an error.
+    #[error("{0}")]
+    BadGateway(String),
     /// 503: a part the gateway depends on does not answer.
     #[error("{0}")]
     Unavailable(String),
@@ -86,6 +90,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

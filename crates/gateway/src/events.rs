@@ -17,6 +17,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let handler = EventHandler {
         store: gateway.store.clone(),
+        gateway: gateway.clone(),
     };
     gateway
         .bus
@@ -29,6 +30,8 @@ pub async fn run(
 #[derive(Debug)]
 struct EventHandler {
     store: Store,
+    /// To wake the live streams of the runs a batch changed.
+    gateway: Gateway,
 }
 
 #[async_trait::async_trait]
@@ -53,10 +56,14 @@ impl BatchHandler for EventHandler {
                 // A database hiccup is transient: the events are retried, not lost.
                 err => HandlerError::Transient(format!("cannot record the events: {err}")),
             })?;
+        let mut changed = std::collections::BTreeSet::new();
         for (envelope, applied) in batch.iter().zip(applied) {
             let Message::RunEvent(event) = &envelope.message else {
                 continue;
             };
+            if matches!(applied, Applied::Transitioned { .. } | Applied::Recorded) {
+                changed.insert(envelope.run_id);
+            }
             match applied {
                 Applied::Transitioned { from, to } => {
                     tracing::info!(run_id = %envelope.run_id, %from, %to, service = %event.service, "run moved")
@@ -66,6 +73,9 @@ impl BatchHandler for EventHandler {
                 }
                 Applied::Recorded | Applied::Duplicate => {}
             }
+        }
+        for run_id in changed {
+            self.gateway.run_changed(run_id);
         }
         Ok(())
     }

@@ -15,17 +15,24 @@
 //!   nothing).
 //! - [`webhooks`]: the admin routes of outgoing webhooks and the task that
 //!   delivers the gate events runs raise, signed, retried with backoff.
+//! - [`stream`]: a run followed live (server-sent events); [`browse`]: the
+//!   solutions of an environment, for a maker to pick from; [`signin`]: how
+//!   a browser signs in.
 //!
 //! The gateway talks to Dataverse environments only to check an
-//! environment an admin registers (WhoAmI); deployments are the workers'.
+//! environment an admin registers (WhoAmI) and to list the solutions a
+//! caller may deploy; deployments are the workers'.
 
 pub mod admin;
 pub mod api;
+pub mod browse;
 pub mod caller;
 pub mod error;
 pub mod events;
 pub mod relay;
 pub mod runs;
+pub mod signin;
+pub mod stream;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -48,6 +55,21 @@ pub struct Gateway {
     pub config: Arc<GatewayConfig>,
     /// The artifact store, for downloads.
     pub artifacts: Option<slipway_artifacts::ArtifactStore>,
+    /// Ids of the runs this replica just changed: wakes their live streams
+    /// at once (streams also poll, for what other replicas change).
+    pub run_changes: tokio::sync::broadcast::Sender<uuid::Uuid>,
+    /// Cancelled when the gateway stops; live streams end with it.
+    pub shutdown: CancellationToken,
+    /// How browsers sign in, with the identity provider's cached endpoints.
+    pub signin: Arc<signin::SignIn>,
+}
+
+impl Gateway {
+    /// Tells the live streams of run `id` that it changed.
+    pub fn run_changed(&self, id: uuid::Uuid) {
+        // No stream follows it: nobody to tell.
+        let _ = self.run_changes.send(id);
+    }
 }
 
 /// The OIDC verifier `config` asks for: none when no `auth.oidc_*` key is
@@ -86,6 +108,9 @@ pub fn oidc_from_config(
     Ok(Some(slipway_auth::OidcVerifier::new(settings)?))
 }
 
+/// Run ids a slow stream may fall behind by before it rereads its run anyway.
+const RUN_CHANGES_BUFFER: usize = 1024;
+
 /// Runs the HTTP server, the outbox relay, the event consumer and webhook
 /// delivery until `shutdown` is cancelled. `on_listen` receives the bound
 /// address (the configured port may be 0).
@@ -102,6 +127,9 @@ pub async fn run(
         bus,
         relay_wakeup: Arc::new(Notify::new()),
         oidc: oidc_from_config(&config.auth)?,
+        signin: Arc::new(signin::SignIn::from_config(&config.auth)?),
+        run_changes: tokio::sync::broadcast::channel(RUN_CHANGES_BUFFER).0,
+        shutdown: shutdown.clone(),
         config: Arc::new(config.gateway.clone()),
         artifacts: Some(
             slipway_artifacts::ArtifactStore::open(&config.artifacts.url)

@@ -44,8 +44,9 @@ async fn access(gw: &Gateway, name: &str) -> Result<EnvironmentAccess, ApiError>
 
 /// Stage order, artifact reuse and the version rule.
 ///
-/// - A stage after another deploys only a version that succeeded there,
-///   by default the newest, and reuses its artifact (never exports again).
+/// - A stage after another deploys only a version that succeeded there
+///   in every one of its targets, by default the newest, and reuses its
+///   artifact (never exports again).
 /// - A first stage reuses the pipeline's artifact of the requested
 ///   version if there is one (a redeployment), else exports.
 /// - A known version must be higher than the one installed in the target,
@@ -246,6 +247,7 @@ pub async fn approve(
         )
         .await?;
     gw.relay_wakeup.notify_one();
+    gw.run_changed(id);
     Ok(Json(run.into()))
 }
 
@@ -270,6 +272,7 @@ pub async fn reject(
         .store
         .decide_gate(id, Gate::Approval, &caller.subject, false, Some(comment))
         .await?;
+    gw.run_changed(id);
     Ok(Json(run.into()))
 }
 
@@ -314,6 +317,7 @@ pub async fn complete_gate(
         .decide_gate(id, gate, &caller.subject, passed, req.comment.as_deref())
         .await?;
     gw.relay_wakeup.notify_one();
+    gw.run_changed(id);
     Ok(Json(run.into()))
 }
 
@@ -350,6 +354,7 @@ pub async fn supply_settings(
         .supply_settings(id, &caller.subject, req.settings)
         .await?;
     gw.relay_wakeup.notify_one();
+    gw.run_changed(id);
     Ok(Json(run.into()))
 }
 

@@ -712,7 +712,7 @@ async fn authorization_matrix(db: Db) {
 
     let dev = a.env("dev", "development").await;
     // A development environment that exists but is linked to no pipeline.
-    a.env("dev2", "development").await;
+    let dev2 = a.env("dev2", "development").await;
     let test = a.env("test", "target").await;
     let prod = a.env("prod", "target").await;
     let p1 = a.pipeline("P1 shared with users", &[&dev]).await;
@@ -782,6 +782,13 @@ async fn authorization_matrix(db: Db) {
             [200; 4],
         )
         .public(),
+        route(
+            Method::GET,
+            "/api/v1/auth/config",
+            "/api/v1/auth/config".into(),
+            [200; 4],
+        )
+        .public(),
         route(Method::GET, "/api/v1/me", "/api/v1/me".into(), [200; 4]),
         route(
             Method::GET,
@@ -807,6 +814,13 @@ async fn authorization_matrix(db: Db) {
             "/api/v1/deployments/{id}/events",
             format!("/api/v1/deployments/{run_id}/events"),
             [200, 200, 200, 403],
+        ),
+        // The run's stream stays open; an unknown id answers at once.
+        route(
+            Method::GET,
+            "/api/v1/deployments/{id}/stream",
+            format!("/api/v1/deployments/{unknown}/stream"),
+            [404, 404, 404, 403],
         ),
         route(
             Method::POST,
@@ -898,6 +912,14 @@ async fn authorization_matrix(db: Db) {
             "/api/v1/environments/{id}/validate",
             format!("/api/v1/environments/{unknown}/validate"),
             [404, 403, 403, 403],
+        ),
+        // dev2 is linked to no pipeline: makers may not ask it; an admin's
+        // request fails at once on its credentials, which never resolve.
+        route(
+            Method::GET,
+            "/api/v1/environments/{id}/solutions",
+            format!("/api/v1/environments/{dev2}/solutions"),
+            [502, 404, 403, 403],
         ),
         route(
             Method::GET,

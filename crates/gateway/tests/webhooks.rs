@@ -259,6 +259,7 @@ fn deployment(pipeline: Option<&str>, stage: Option<&str>) -> Deployment {
         version: Some("1.0.0.1".into()),
         settings: None,
         placeholder: PlaceholderWork::default(),
+        deploy_as: None,
     }
 }
 

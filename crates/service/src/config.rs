@@ -152,6 +152,11 @@ pub struct AuthConfig {
     pub oidc_groups_claim: String,
     /// The claim naming the caller (`sub`, or `preferred_username`, `oid`).
     pub oidc_subject_claim: String,
+    /// The client id browsers sign in as (the web UI's app registration);
+    /// unset: browsers sign in with API tokens only.
+    pub oidc_client_id: Option<String>,
+    /// The scopes browsers ask for when they sign in.
+    pub oidc_scope: String,
 }
 
 impl Default for AuthConfig {
@@ -162,6 +167,8 @@ impl Default for AuthConfig {
             oidc_jwks_url: None,
             oidc_groups_claim: "groups".into(),
             oidc_subject_claim: "sub".into(),
+            oidc_client_id: None,
+            oidc_scope: "openid profile".into(),
         }
     }
 }

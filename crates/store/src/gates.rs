@@ -5,7 +5,7 @@
 //! moves it on, releases (or writes) the command that continues it, and
 //! appends history and audit rows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use slipway_messages::{Envelope, Message, ValidateCommand};
 use uuid::Uuid;
@@ -206,13 +206,24 @@ impl Store {
             .ok_or_else(|| StoreError::not_found("run", run_id))
     }
 
-    /// The succeeded runs of `stage_id` for `solution_name` (any version),
-    /// newest first: what a later stage may deploy.
+    /// The succeeded runs of `stage_id` for `solution_name`, newest first,
+    /// of the versions that succeeded in *every* target environment of the
+    /// stage: what a later stage may deploy. A stage that fans out to
+    /// several targets lets a version go on only once all of them have it
+    /// (matched by the target's name, case-insensitively); dry runs, which
+    /// import nothing, never count.
     pub async fn succeeded_versions(
         &self,
         stage_id: Uuid,
         solution_name: &str,
     ) -> Result<Vec<Run>, StoreError> {
+        let targets: Vec<String> = sqlx::query_scalar(
+            "SELECT e.name FROM stage_targets t JOIN environments e ON e.id = t.environment_id \
+             WHERE t.stage_id = $1",
+        )
+        .bind(stage_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
         let runs = sqlx::query_as::<_, RunRow>(concat!(
             "SELECT ",
             run_columns!(),
@@ -224,14 +235,17 @@ impl Store {
         .into_iter()
         .map(run_from_row)
         .collect::<Result<Vec<_>, _>>()?;
-        Ok(runs
+        let runs = runs
             .into_iter()
             .filter(|run| {
-                run.deployment
-                    .solution_name
-                    .eq_ignore_ascii_case(solution_name)
+                !run.gates.dry_run
+                    && run
+                        .deployment
+                        .solution_name
+                        .eq_ignore_ascii_case(solution_name)
             })
-            .collect())
+            .collect();
+        Ok(in_every_target(runs, &targets))
     }
 
     /// The pipeline's stored artifact of `solution_name` at `version`.
@@ -277,6 +291,33 @@ impl Store {
     }
 }
 
+/// The runs whose version (their artifact's) succeeded in every one of
+/// `targets`, in the order given. Without targets (a stage being edited)
+/// every run with an artifact counts.
+fn in_every_target(runs: Vec<Run>, targets: &[String]) -> Vec<Run> {
+    let version = |run: &Run| run.artifact.as_ref().map(|a| a.version.clone());
+    let mut reached: HashMap<String, HashSet<String>> = HashMap::new();
+    for run in &runs {
+        if let Some(v) = version(run) {
+            reached
+                .entry(v)
+                .or_default()
+                .insert(run.deployment.target_environment.to_lowercase());
+        }
+    }
+    runs.into_iter()
+        .filter(|run| {
+            version(run).is_some_and(|v| {
+                targets.iter().all(|t| {
+                    reached
+                        .get(&v)
+                        .is_some_and(|r| r.contains(&t.to_lowercase()))
+                })
+            })
+        })
+        .collect()
+}
+
 /// Let a run's held outbox rows go (now, or at a time), unless `Release::Held`.
 async fn release_held(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
@@ -312,4 +353,64 @@ pub(crate) async fn settle_unpublished(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::RunGates;
+    use slipway_messages::{ArtifactRef, Deployment};
+
+    fn run(target: &str, version: &str) -> Run {
+        Run {
+            id: Uuid::now_v7(),
+            state: RunState::Succeeded,
+            deployment: Deployment::between("Contoso", "dev", target),
+            requested_by: "maker".into(),
+            reason: None,
+            gates: RunGates::default(),
+            artifact: Some(ArtifactRef {
+                managed_sha256: "a".repeat(64),
+                unmanaged_sha256: "b".repeat(64),
+                version: version.into(),
+                managed_bytes: 1,
+            }),
+            validation: None,
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            updated_at: time::OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn versions(runs: &[Run]) -> Vec<(&str, &str)> {
+        runs.iter()
+            .map(|r| {
+                (
+                    r.deployment.target_environment.as_str(),
+                    r.artifact.as_ref().map_or("", |a| a.version.as_str()),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_version_counts_once_every_target_has_it() {
+        let targets = ["prod-eu".to_owned(), "prod-us".to_owned()];
+        let runs = vec![
+            run("prod-eu", "1.0.0.3"),
+            run("PROD-US", "1.0.0.2"),
+            run("prod-eu", "1.0.0.2"),
+            run("prod-us", "1.0.0.1"),
+        ];
+        assert_eq!(
+            versions(&in_every_target(runs, &targets)),
+            [("PROD-US", "1.0.0.2"), ("prod-eu", "1.0.0.2")],
+            "1.0.0.3 is only in prod-eu and 1.0.0.1 only in prod-us"
+        );
+        let mut no_artifact = run("prod-eu", "1.0.0.4");
+        no_artifact.artifact = None;
+        assert!(in_every_target(vec![no_artifact], &targets[..1]).is_empty());
+        // One target: every succeeded version counts, as before fan-out.
+        let one = in_every_target(vec![run("test", "2.0.0.0")], &["test".to_owned()]);
+        assert_eq!(versions(&one), [("test", "2.0.0.0")]);
+    }
 }

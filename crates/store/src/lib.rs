@@ -59,7 +59,7 @@ pub use error::StoreError;
 pub use gates::Gate;
 pub use model::{
     Applied, Backend, CancelOutcome, GateDecision, HistoryEntry, HistoryKind, NewRun, OutboxItem,
-    Run, RunGates, RunState,
+    Run, RunFilter, RunGates, RunState,
 };
 pub use webhooks::{
     DeliveryStatus, DueDelivery, NewWebhook, Webhook, WebhookDelivery, WebhookEvent,
@@ -115,11 +115,6 @@ macro_rules! run_columns {
 pub(crate) use run_columns;
 
 const SELECT_RUN: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1");
-const LIST_RUNS: &str = concat!(
-    "SELECT ",
-    run_columns!(),
-    " FROM runs ORDER BY created_at DESC, id DESC LIMIT $1"
-);
 const CLAIM_POSTGRES: &str = "UPDATE outbox SET claimed_until = $1 WHERE id IN ( \
        SELECT id FROM outbox \
        WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until <= $2) \
@@ -201,12 +196,57 @@ impl Store {
         first_command: &Envelope,
         trace_headers: &BTreeMap<String, String>,
     ) -> Result<Run, StoreError> {
-        if first_command.run_id != new.id {
-            return Err(StoreError::CommandRunMismatch {
-                run: new.id,
-                command_run: first_command.run_id,
-            });
+        self.create_runs(&[(new, first_command)], trace_headers)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::not_found("run", new.id))
+    }
+
+    /// Start several runs (a deployment fanned out to every target of a
+    /// stage) as [`Store::create_run`] starts one, all in one transaction:
+    /// either every run and its first command is written, or none is.
+    /// Returns the runs in the order given.
+    #[tracing::instrument(skip_all, fields(runs = runs.len()))]
+    pub async fn create_runs(
+        &self,
+        runs: &[(&NewRun, &Envelope)],
+        trace_headers: &BTreeMap<String, String>,
+    ) -> Result<Vec<Run>, StoreError> {
+        for (new, first_command) in runs {
+            if first_command.run_id != new.id {
+                return Err(StoreError::CommandRunMismatch {
+                    run: new.id,
+                    command_run: first_command.run_id,
+                });
+            }
         }
+        let now = now_millis();
+        let mut tx = self.begin_write().await?;
+        for (new, first_command) in runs {
+            self.insert_new_run(&mut tx, now, new, first_command, trace_headers)
+                .await?;
+        }
+        tx.commit().await?;
+        let mut created = Vec::with_capacity(runs.len());
+        for (new, _) in runs {
+            created.push(
+                self.get_run(new.id)
+                    .await?
+                    .ok_or_else(|| StoreError::not_found("run", new.id))?,
+            );
+        }
+        Ok(created)
+    }
+
+    /// One run of [`Store::create_runs`], inside its transaction.
+    async fn insert_new_run(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        now: i64,
+        new: &NewRun,
+        first_command: &Envelope,
+        trace_headers: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
         let deployment = to_json("deployment", &new.deployment)?;
         let gates = to_json("run gates", &new.gates)?;
         let artifact = new
@@ -214,7 +254,6 @@ impl Store {
             .as_ref()
             .map(|a| to_json("artifact", a))
             .transpose()?;
-        let now = now_millis();
         let id = new.id.to_string();
         let state = if new.gates.pre_export_gate {
             RunState::AwaitingPreExport
@@ -222,10 +261,10 @@ impl Store {
             RunState::Requested
         };
 
-        let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO runs (id, state, deployment, requested_by, created_at, updated_at, \
-               pipeline_id, stage_id, gates, artifact) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+               pipeline_id, stage_id, gates, artifact, solution_name) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&id)
         .bind(state.as_str())
@@ -237,7 +276,8 @@ impl Store {
         .bind(new.deployment.stage_id.map(|s| s.to_string()))
         .bind(&gates)
         .bind(artifact.as_deref())
-        .execute(&mut *tx)
+        .bind(&new.deployment.solution_name)
+        .execute(&mut **tx)
         .await;
         if let Err(err) = inserted {
             return Err(match err.as_database_error() {
@@ -246,21 +286,18 @@ impl Store {
             });
         }
         let first = NewHistory::transition(&id, state, &new.requested_by, None, None);
-        insert_history(&mut tx, now, &[first]).await?;
+        insert_history(tx, now, &[first]).await?;
         let mut audit = NewAudit::new(&new.requested_by, AuditAction::Transition, "run", &id)
             .after(&serde_json::json!({ "state": state }));
         audit.pipeline_id = new.deployment.pipeline_id.map(|p| p.to_string());
-        audit::append(&mut tx, self.backend, now, &[audit]).await?;
+        audit::append(tx, self.backend, now, &[audit]).await?;
         let release = if new.gates.pre_export_gate {
             Release::Held
         } else {
             Release::Now
         };
-        insert_outbox(&mut tx, now, first_command, trace_headers, release).await?;
-        tx.commit().await?;
-        self.get_run(new.id)
-            .await?
-            .ok_or_else(|| StoreError::not_found("run", new.id))
+        insert_outbox(tx, now, first_command, trace_headers, release).await?;
+        Ok(())
     }
 
     /// [`Store::get_run`] inside a transaction.
@@ -289,13 +326,8 @@ impl Store {
 
     /// The newest `limit` runs, newest first.
     pub async fn list_runs(&self, limit: u32) -> Result<Vec<Run>, StoreError> {
-        sqlx::query_as::<_, RunRow>(LIST_RUNS)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(run_from_row)
-            .collect()
+        self.list_runs_filtered(limit, &RunFilter::default(), None)
+            .await
     }
 
     /// The newest `limit` runs that `subject` requested or that belong to
@@ -306,26 +338,72 @@ impl Store {
         subject: &str,
         pipelines: &[Uuid],
     ) -> Result<Vec<Run>, StoreError> {
-        let mut placeholders = Vec::new();
-        for i in 0..pipelines.len().min(MARK_CHUNK) {
-            placeholders.push(format!("${}", i + 3));
+        self.list_runs_filtered(limit, &RunFilter::default(), Some((subject, pipelines)))
+            .await
+    }
+
+    /// The newest `limit` runs matching `filter`, newest first; with
+    /// `visible_to` = (subject, pipelines), only the runs `subject`
+    /// requested or that belong to one of `pipelines` (the first 500).
+    /// Filtering happens in the query, before the limit.
+    pub async fn list_runs_filtered(
+        &self,
+        limit: u32,
+        filter: &RunFilter,
+        visible_to: Option<(&str, &[Uuid])>,
+    ) -> Result<Vec<Run>, StoreError> {
+        /// Binds `value` as the next parameter ($1 is the limit) and names it.
+        fn param(binds: &mut Vec<String>, value: String) -> String {
+            binds.push(value);
+            format!("${}", binds.len() + 1)
         }
-        let shared = if placeholders.is_empty() {
+        let mut binds = Vec::new();
+        let mut conditions = Vec::new();
+        if let Some((subject, pipelines)) = visible_to {
+            let mut any = vec![format!(
+                "requested_by = {}",
+                param(&mut binds, subject.to_owned())
+            )];
+            let shared: Vec<String> = pipelines
+                .iter()
+                .take(MARK_CHUNK)
+                .map(|p| param(&mut binds, p.to_string()))
+                .collect();
+            if !shared.is_empty() {
+                any.push(format!("pipeline_id IN ({})", shared.join(", ")));
+            }
+            conditions.push(format!("({})", any.join(" OR ")));
+        }
+        if let Some(pipeline) = filter.pipeline_id {
+            let p = param(&mut binds, pipeline.to_string());
+            conditions.push(format!("pipeline_id = {p}"));
+        }
+        if let Some(stage) = filter.stage_id {
+            let p = param(&mut binds, stage.to_string());
+            conditions.push(format!("stage_id = {p}"));
+        }
+        if let Some(solution) = &filter.solution_name {
+            // The same expression as the runs_solution_name index.
+            let p = param(&mut binds, solution.clone());
+            conditions.push(format!("LOWER(solution_name) = LOWER({p})"));
+        }
+        if let Some(state) = filter.state {
+            let p = param(&mut binds, state.as_str().to_owned());
+            conditions.push(format!("state = {p}"));
+        }
+        let filtered = if conditions.is_empty() {
             String::new()
         } else {
-            format!(" OR pipeline_id IN ({})", placeholders.join(", "))
+            format!(" WHERE {}", conditions.join(" AND "))
         };
         // Only numbered placeholders are spliced in; the values are bound.
         let sql = format!(
-            "SELECT {} FROM runs WHERE requested_by = $2{shared} \
-             ORDER BY created_at DESC, id DESC LIMIT $1",
+            "SELECT {} FROM runs{filtered} ORDER BY created_at DESC, id DESC LIMIT $1",
             run_columns!()
         );
-        let mut query = sqlx::query_as::<_, RunRow>(AssertSqlSafe(sql))
-            .bind(i64::from(limit))
-            .bind(subject);
-        for p in pipelines.iter().take(MARK_CHUNK) {
-            query = query.bind(p.to_string());
+        let mut query = sqlx::query_as::<_, RunRow>(AssertSqlSafe(sql)).bind(i64::from(limit));
+        for value in binds {
+            query = query.bind(value);
         }
         query
             .fetch_all(&self.pool)

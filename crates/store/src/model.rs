@@ -161,6 +161,17 @@ pub struct NewRun {
     pub artifact: Option<ArtifactRef>,
 }
 
+/// Which runs a listing keeps; every filter set must match. Applied in SQL,
+/// before the limit, so a filtered page is as full as the runs allow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    pub pipeline_id: Option<Uuid>,
+    pub stage_id: Option<Uuid>,
+    /// Compared case-insensitively, as Dataverse compares unique names.
+    pub solution_name: Option<String>,
+    pub state: Option<RunState>,
+}
+
 /// A gate's outcome: who decided, when, and what they said.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GateDecision {

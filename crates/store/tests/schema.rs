@@ -84,10 +84,61 @@ async fn both_migration_folders_build_the_same_schema() {
             "runs_created_at",
             "runs_pipeline",
             "runs_requested_by",
+            "runs_solution_name",
+            "runs_stage",
+            "runs_state",
             "stage_targets_environment",
             "webhook_deliveries_due",
             "webhook_deliveries_webhook"
         ]
     );
     assert_eq!(pg_indexes, lite_indexes);
+}
+
+/// Runs written before 0005 get their `solution_name` column from the
+/// deployment JSON, with each database's own JSON function.
+#[tokio::test]
+async fn migration_0005_backfills_solution_names_on_both_databases() {
+    const INSERT_RUN: &str = "INSERT INTO runs (id, state, deployment, requested_by, created_at, updated_at) \
+         VALUES ('run-1', 'succeeded', '{\"solution_name\":\"ContosoCore\",\"source_environment\":\"dev\"}', 'maker', 1, 1)";
+    const READ_BACK: &str = "SELECT solution_name FROM runs WHERE id = 'run-1'";
+
+    let db = slipway_testkit::pg::fresh_database().await.unwrap();
+    let pg = PgPool::connect(db.url()).await.unwrap();
+    before_0005("postgres").await.run(&pg).await.unwrap();
+    sqlx::query(INSERT_RUN).execute(&pg).await.unwrap();
+    Store::connect(db.url()).await.unwrap();
+    let name: Option<String> = sqlx::query_scalar(READ_BACK).fetch_one(&pg).await.unwrap();
+    assert_eq!(name.as_deref(), Some("ContosoCore"), "postgres");
+    pg.close().await;
+    db.drop_db().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+    let lite = SqlitePool::connect(&url).await.unwrap();
+    before_0005("sqlite").await.run(&lite).await.unwrap();
+    sqlx::query(INSERT_RUN).execute(&lite).await.unwrap();
+    Store::connect(&url).await.unwrap();
+    let name: Option<String> = sqlx::query_scalar(READ_BACK)
+        .fetch_one(&lite)
+        .await
+        .unwrap();
+    assert_eq!(name.as_deref(), Some("ContosoCore"), "sqlite");
+}
+
+/// The migrations of one flavour up to and including 0004.
+async fn before_0005(flavour: &str) -> sqlx::migrate::Migrator {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(flavour);
+    let mut migrator = sqlx::migrate::Migrator::new(dir).await.unwrap();
+    let older: Vec<_> = migrator
+        .migrations
+        .iter()
+        .filter(|m| m.version < 5)
+        .cloned()
+        .collect();
+    assert_eq!(older.len(), 4, "{flavour}: migrations 0001 to 0004");
+    migrator.migrations = older.into();
+    migrator
 }

@@ -60,6 +60,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     create_run_writes_run_audit_and_outbox_together,
     failed_create_writes_nothing,
+    create_runs_writes_every_run_or_none,
     claim_leases_oldest_first_and_published_rows_never_return,
     concurrent_claimers_never_get_the_same_row,
     happy_path_ends_succeeded,
@@ -235,6 +236,60 @@ async fn failed_create_writes_nothing(fx: &Fixture) {
         .unwrap();
     let ids: Vec<Uuid> = claimed.iter().map(|c| c.envelope.message_id).collect();
     assert_eq!(ids, [first.message_id]);
+}
+
+/// A fanned-out deployment: several runs and their commands in one
+/// transaction; one bad run keeps every other from being written.
+async fn create_runs_writes_every_run_or_none(fx: &Fixture) {
+    let store = &fx.store;
+    let new = |target: &str| {
+        let id = Uuid::now_v7();
+        (
+            NewRun {
+                id,
+                deployment: Deployment::between("Contoso", "dev", target),
+                requested_by: "maker@contoso.com".into(),
+                gates: Default::default(),
+                artifact: None,
+            },
+            export_command(id),
+        )
+    };
+    let (eu, us) = (new("prod-eu"), new("prod-us"));
+    let runs = store
+        .create_runs(&[(&eu.0, &eu.1), (&us.0, &us.1)], &headers())
+        .await
+        .unwrap();
+    let targets: Vec<&str> = runs
+        .iter()
+        .map(|r| r.deployment.target_environment.as_str())
+        .collect();
+    assert_eq!(targets, ["prod-eu", "prod-us"]);
+    assert_eq!(transitions(store, us.0.id).await, [RunState::Requested]);
+
+    // The second run repeats an id: the first of this batch is not written.
+    let apac = new("prod-apac");
+    let err = store
+        .create_runs(&[(&apac.0, &apac.1), (&eu.0, &eu.1)], &headers())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::DuplicateRun(id) if id == eu.0.id),
+        "{err}"
+    );
+    assert_eq!(store.get_run(apac.0.id).await.unwrap(), None);
+    let claimed = store
+        .claim_outbox(10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut ids: Vec<Uuid> = claimed.iter().map(|c| c.envelope.run_id).collect();
+    ids.sort();
+    let mut expected = vec![eu.0.id, us.0.id];
+    expected.sort();
+    assert_eq!(
+        ids, expected,
+        "only the first batch's commands are in the outbox"
+    );
 }
 
 async fn claim_leases_oldest_first_and_published_rows_never_return(fx: &Fixture) {

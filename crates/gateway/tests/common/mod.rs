@@ -58,6 +58,8 @@ pub struct Gw {
     pub store: Store,
     /// A client sending the admin token.
     pub admin: Api,
+    /// The gateway's bus (in-process), for workers a test runs next to it.
+    pub bus: Bus,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     pg: Option<slipway_testkit::pg::PgDatabase>,
@@ -111,8 +113,9 @@ pub async fn start(db: Db, tweak: impl FnOnce(&mut Config)) -> Gw {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let s = shutdown.clone();
     let gw_store = store.clone();
+    let gw_bus = bus.clone();
     let task = tokio::spawn(async move {
-        slipway_gateway::run(&config, gw_store, bus, s, move |addr| {
+        slipway_gateway::run(&config, gw_store, gw_bus, s, move |addr| {
             let _ = tx.send(addr);
         })
         .await
@@ -126,6 +129,7 @@ pub async fn start(db: Db, tweak: impl FnOnce(&mut Config)) -> Gw {
     };
     Gw {
         admin: anonymous.bearer(&admin.token),
+        bus,
         url,
         db_url,
         store,

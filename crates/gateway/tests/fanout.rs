@@ -1,0 +1,394 @@
+//! Deploying through a stage with several target environments, over real
+//! HTTP on both databases: a request that names no target starts one run
+//! per target (same version, settings, notes and deploy-as) in one
+//! transaction, and a later stage takes a version only once it succeeded in
+//! every target of the stage before. Runs are moved through their steps by
+//! writing the workers' events to the store, as the gateway's event
+//! consumer does.
+#![allow(clippy::unwrap_used)]
+
+#[macro_use]
+mod common;
+
+use common::{Api, Db, Gw, start};
+use serde_json::{Value, json};
+use slipway_messages::{
+    ArtifactRef, Envelope, Message, RunEvent, Step, StepOutcome, StepStatus, ValidationReport,
+    Verdict,
+};
+use uuid::Uuid;
+
+on_both_databases!(
+    a_stage_without_a_named_target_fans_out_to_every_target,
+    a_version_goes_on_only_once_every_target_has_it,
+);
+
+/// `dev` and a pipeline from it: `Test` (test), then `Prod` (prod-eu and
+/// prod-us, deploying as a named user), then `Regional` (apac).
+struct World {
+    gw: Gw,
+    maker: Api,
+    pipeline: String,
+    test: String,
+    prod: String,
+    regional: String,
+}
+
+async fn world(db: Db) -> World {
+    let gw = start(db, |_| {}).await;
+    let a = &gw.admin;
+    let dev = a.env("dev", "development").await;
+    let test = a.env("test", "target").await;
+    let prod_us = a.env("prod-us", "target").await;
+    let prod_eu = a.env("prod-eu", "target").await;
+    let apac = a.env("apac", "target").await;
+    let pipeline = a.pipeline("Contoso ALM", &[&dev]).await;
+    let test_stage = a.stage(&pipeline, "Test", None, &[&test]).await;
+    let prod = a
+        .post(
+            &format!("/api/v1/pipelines/{pipeline}/stages"),
+            json!({
+                "name": "Prod",
+                "previous_stage_id": test_stage,
+                "target_environment_ids": [prod_us, prod_eu],
+                "deploy_as": {"mode": "user", "user": "owner@contoso.com"},
+            }),
+        )
+        .await
+        .ok(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let regional = a.stage(&pipeline, "Regional", Some(&prod), &[&apac]).await;
+    a.share(&pipeline, "user", "maker").await;
+    let maker = gw.user("maker", &[], &["maker"]).await;
+    World {
+        gw,
+        maker,
+        pipeline,
+        test: test_stage,
+        prod,
+        regional,
+    }
+}
+
+impl World {
+    /// The maker's request through `stage`, with `extra` fields.
+    fn request(&self, stage: &str, extra: Value) -> Value {
+        let mut body = json!({
+            "solution_name": "Contoso",
+            "pipeline_id": self.pipeline,
+            "stage_id": stage,
+            "source_environment": "dev",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    }
+
+    async fn run(&self, id: &str) -> Value {
+        self.maker
+            .get(&format!("/api/v1/deployments/{id}"))
+            .await
+            .ok(200)
+    }
+
+    /// Moves a run through validation (of `version`) and import to
+    /// `succeeded`, as the workers' events would.
+    async fn succeed(&self, id: &str, version: &str) {
+        let run: Uuid = id.parse().unwrap();
+        let artifact = ArtifactRef {
+            managed_sha256: "a".repeat(64),
+            unmanaged_sha256: "b".repeat(64),
+            version: version.into(),
+            managed_bytes: 1,
+        };
+        let report = ValidationReport {
+            verdict: Verdict::Passed,
+            artifact_version: version.into(),
+            installed_version: None,
+            version_problem: None,
+            missing_dependencies: Vec::new(),
+            errors: Vec::new(),
+            connection_references: Vec::new(),
+            environment_variables: Vec::new(),
+            policy_violations: Vec::new(),
+            diff: None,
+            warnings: Vec::new(),
+        };
+        let event = |step, status, outcome| {
+            Envelope::new(
+                run,
+                Message::RunEvent(RunEvent {
+                    step: Some(step),
+                    status,
+                    service: step_service(step).into(),
+                    instance: None,
+                    detail: None,
+                    outcome,
+                }),
+            )
+        };
+        let events = [
+            event(Step::Export, StepStatus::Started, None),
+            event(
+                Step::Export,
+                StepStatus::Succeeded,
+                Some(StepOutcome::Exported {
+                    artifact: artifact.clone(),
+                }),
+            ),
+            event(Step::Validate, StepStatus::Started, None),
+            event(
+                Step::Validate,
+                StepStatus::Succeeded,
+                Some(StepOutcome::Validated { artifact, report }),
+            ),
+            event(Step::Import, StepStatus::Started, None),
+            event(Step::Import, StepStatus::Succeeded, None),
+        ];
+        self.gw.store.apply_events(&events).await.unwrap();
+        assert_eq!(self.run(id).await["state"], "succeeded");
+    }
+}
+
+fn step_service(step: Step) -> &'static str {
+    match step {
+        Step::Export => "exporter",
+        Step::Validate => "validator",
+        Step::Import => "importer",
+    }
+}
+
+fn id(run: &Value) -> String {
+    run["id"].as_str().unwrap().to_owned()
+}
+
+async fn a_stage_without_a_named_target_fans_out_to_every_target(db: Db) {
+    let w = world(db).await;
+    // One target: one run, and the answer is what it always was.
+    let first = w
+        .maker
+        .post(
+            "/api/v1/deployments",
+            w.request(&w.test, json!({"version": "1.0.0.1"})),
+        )
+        .await
+        .ok(202);
+    assert!(first.get("fan_out").is_none(), "{first}");
+    assert_eq!(first["deployment"]["target_environment"], "test");
+    assert!(
+        first["deployment"].get("deploy_as").is_none(),
+        "the Test stage deploys with the environment's credentials: {first}"
+    );
+    w.succeed(&id(&first), "1.0.0.1").await;
+
+    // Prod has two targets and none is named: one run per target.
+    let settings = json!({"EnvironmentVariables": [{"SchemaName": "cts_Url", "Value": "https://prod"}], "ConnectionReferences": []});
+    let body = w
+        .maker
+        .post(
+            "/api/v1/deployments",
+            w.request(&w.prod, json!({"notes": "release 1", "settings": settings})),
+        )
+        .await
+        .ok(202);
+    let siblings = body["fan_out"].as_array().unwrap();
+    assert_eq!(siblings.len(), 1, "{body}");
+    let mut runs = vec![body.clone()];
+    runs.push(w.run(siblings[0].as_str().unwrap()).await);
+    let mut targets: Vec<&str> = runs
+        .iter()
+        .map(|r| r["deployment"]["target_environment"].as_str().unwrap())
+        .collect();
+    targets.sort_unstable();
+    assert_eq!(targets, ["prod-eu", "prod-us"]);
+    for run in &runs {
+        let d = &run["deployment"];
+        assert_eq!(d["version"], "1.0.0.1", "{run}");
+        assert_eq!(run["artifact"]["version"], "1.0.0.1", "{run}");
+        assert_eq!(d["notes"], "release 1");
+        assert_eq!(d["settings"], settings);
+        assert_eq!(d["stage_id"], w.prod.as_str());
+        assert_eq!(
+            d["deploy_as"],
+            json!({"mode": "user", "user": "owner@contoso.com"}),
+            "the stage's deploy-as travels with each run: {run}"
+        );
+        assert_eq!(run["requested_by"], "maker");
+        assert_eq!(run["state"], "requested");
+    }
+    assert_ne!(runs[0]["id"], runs[1]["id"]);
+
+    // A named target still starts exactly one run.
+    let one = w
+        .maker
+        .post(
+            "/api/v1/deployments",
+            w.request(&w.prod, json!({"target_environment": "prod-us"})),
+        )
+        .await
+        .ok(202);
+    assert!(one.get("fan_out").is_none(), "{one}");
+    assert_eq!(one["deployment"]["target_environment"], "prod-us");
+    w.maker
+        .post(
+            "/api/v1/deployments",
+            w.request(&w.prod, json!({"target_environment": "apac"})),
+        )
+        .await
+        .invalid("target_environment");
+
+    // A refusal stops every target: nothing is started.
+    let before = w
+        .maker
+        .get("/api/v1/deployments?limit=1000")
+        .await
+        .ok(200)
+        .as_array()
+        .unwrap()
+        .len();
+    w.maker
+        .post(
+            "/api/v1/deployments",
+            w.request(&w.prod, json!({"version": "9.9.9.9"})),
+        )
+        .await
+        .conflict("has not succeeded in stage Test");
+    let after = w
+        .maker
+        .get("/api/v1/deployments?limit=1000")
+        .await
+        .ok(200)
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, after);
+
+    // The OpenAPI document describes the answer.
+    let doc = w.maker.get("/api/v1/openapi.json").await.ok(200);
+    assert!(
+        doc["components"]["schemas"]["Submitted"]
+            .to_string()
+            .contains("fan_out"),
+        "{}",
+        doc["components"]["schemas"]["Submitted"]
+    );
+    w.gw.stop().await;
+}
+
+async fn a_version_goes_on_only_once_every_target_has_it(db: Db) {
+    let w = world(db).await;
+    let test_run = w
+        .maker
+        .post(
+            "/api/v1/deployments",
+            w.request(&w.test, json!({"version": "1.0.0.1"})),
+        )
+        .await
+        .ok(202);
+    w.succeed(&id(&test_run), "1.0.0.1").await;
+    let prod = w
+        .maker
+        .post("/api/v1/deployments", w.request(&w.prod, json!({})))
+        .await
+        .ok(202);
+    let prod_runs = [id(&prod), prod["fan_out"][0].as_str().unwrap().to_owned()];
+
+    let regional = || async {
+        w.maker
+            .post("/api/v1/deployments", w.request(&w.regional, json!({})))
+            .await
+    };
+    regional().await.conflict("has not succeeded in stage Prod");
+
+    // Succeeded in one target of two: not yet.
+    w.succeed(&prod_runs[0], "1.0.0.1").await;
+    let message = regional().await.conflict("has not succeeded in stage Prod");
+    assert!(message.contains("Contoso"), "{message}");
+    // Naming the version does not get around it either.
+    w.maker
+        .post(
+            "/api/v1/deployments",
+            w.request(&w.regional, json!({"version": "1.0.0.1"})),
+        )
+        .await
+        .conflict("version 1.0.0.1 of Contoso has not succeeded in stage Prod");
+
+    // A dry run in the other target imports nothing: still not.
+    let dry = w
+        .maker
+        .post(
+            "/api/v1/deployments",
+            w.request(
+                &w.prod,
+                json!({"target_environment": "prod-us", "dry_run": true}),
+            ),
+        )
+        .await
+        .ok(202);
+    w.succeed_dry_run(&id(&dry), "1.0.0.1").await;
+    regional().await.conflict("has not succeeded in stage Prod");
+
+    // Both targets have it: the next stage deploys that version.
+    w.succeed(&prod_runs[1], "1.0.0.1").await;
+    let next = regional().await.ok(202);
+    assert_eq!(next["deployment"]["target_environment"], "apac");
+    assert_eq!(next["deployment"]["version"], "1.0.0.1");
+    assert_eq!(next["artifact"]["version"], "1.0.0.1");
+    assert!(next.get("fan_out").is_none(), "{next}");
+    w.gw.stop().await;
+}
+
+impl World {
+    /// Moves a dry run through validation to `succeeded` (it never imports).
+    async fn succeed_dry_run(&self, id: &str, version: &str) {
+        let run: Uuid = id.parse().unwrap();
+        let artifact = ArtifactRef {
+            managed_sha256: "a".repeat(64),
+            unmanaged_sha256: "b".repeat(64),
+            version: version.into(),
+            managed_bytes: 1,
+        };
+        let report = ValidationReport {
+            verdict: Verdict::Passed,
+            artifact_version: version.into(),
+            installed_version: None,
+            version_problem: None,
+            missing_dependencies: Vec::new(),
+            errors: Vec::new(),
+            connection_references: Vec::new(),
+            environment_variables: Vec::new(),
+            policy_violations: Vec::new(),
+            diff: None,
+            warnings: Vec::new(),
+        };
+        let events = [Step::Validate, Step::Validate]
+            .into_iter()
+            .zip([StepStatus::Started, StepStatus::Succeeded])
+            .map(|(step, status)| {
+                Envelope::new(
+                    run,
+                    Message::RunEvent(RunEvent {
+                        step: Some(step),
+                        status,
+                        service: step_service(step).into(),
+                        instance: None,
+                        detail: None,
+                        outcome: (status == StepStatus::Succeeded).then(|| {
+                            StepOutcome::Validated {
+                                artifact: artifact.clone(),
+                                report: report.clone(),
+                            }
+                        }),
+                    }),
+                )
+            })
+            .collect::<Vec<_>>();
+        self.gw.store.apply_events(&events).await.unwrap();
+        let run = self.run(id).await;
+        assert_eq!(run["state"], "succeeded", "{run}");
+        assert_eq!(run["gates"]["dry_run"], true);
+    }
+}
