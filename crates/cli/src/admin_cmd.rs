@@ -1,7 +1,8 @@
 //! `slipway admin ...`: environments, pipelines, stages, sharing, roles,
-//! API tokens and the audit log, each a thin layer over the gateway's admin
-//! routes. Environments, pipelines, stages and tokens are named by name or
-//! id; names are resolved to ids through the list endpoints. With
+//! API tokens, the audit log and webhooks (`crate::webhook_cmd`), each a
+//! thin layer over the gateway's admin routes. Environments, pipelines,
+//! stages and tokens are named by name or id; names are resolved to ids
+//! through the list endpoints. With
 //! `-o json` each command prints the API's object (for deletions: the
 //! object as it was before).
 
@@ -24,7 +25,8 @@ slipway admin pipeline create --name Contoso --source dev\n  \
 slipway admin stage add --pipeline Contoso --name test --target test\n  \
 slipway admin share add --pipeline Contoso --group makers\n  \
 slipway admin token create --subject ci --role maker\n  \
-slipway admin audit verify\n\
+slipway admin audit verify\n  \
+slipway admin webhook create --url https://hooks.contoso.com/slipway --secret-ref env:HOOK_SECRET\n\
 All but `pipeline show` need the admin role.")]
 pub struct AdminArgs {
     #[command(subcommand)]
@@ -56,6 +58,9 @@ enum AdminCommand {
     /// The hash-chained audit log: read it, verify it.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Outgoing webhooks (run events to external systems): create, list, delete, deliveries.
+    #[command(subcommand)]
+    Webhook(crate::webhook_cmd::WebhookCommand),
 }
 
 // ---------------------------------------------------------------- arguments
@@ -597,6 +602,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             AdminCommand::Role(cmd) => role(&client, cmd).await,
             AdminCommand::Token(cmd) => token(&client, cmd).await,
             AdminCommand::Audit(cmd) => audit(&client, cmd).await,
+            AdminCommand::Webhook(cmd) => crate::webhook_cmd::run(&client, cmd).await,
         }
     })
 }

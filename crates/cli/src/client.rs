@@ -140,14 +140,15 @@ impl Client {
         Ok(url)
     }
 
-    /// Sends a request; a non-2xx answer becomes an [`ApiFailure`]. An empty
-    /// answer (204) is `null`.
-    pub async fn send(
+    /// Sends a request; a gateway that cannot be reached becomes one line
+    /// naming it. `timeout` overrides the client's (downloads take longer).
+    async fn request(
         &self,
         method: Method,
         url: reqwest::Url,
         body: Option<&Value>,
-    ) -> anyhow::Result<Value> {
+        timeout: Option<Duration>,
+    ) -> anyhow::Result<reqwest::Response> {
         let mut req = self.http.request(method, url);
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
@@ -155,8 +156,11 @@ impl Client {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let resp = match req.send().await {
-            Ok(resp) => resp,
+        if let Some(timeout) = timeout {
+            req = req.timeout(timeout);
+        }
+        match req.send().await {
+            Ok(resp) => Ok(resp),
             Err(err) => {
                 // The innermost cause says what happened (refused, timed
                 // out, no such host); the layers above repeat the URL.
@@ -169,23 +173,73 @@ impl Client {
                     self.base
                 );
             }
-        };
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .with_context(|| format!("the gateway at {} broke off its answer", self.base))?;
-        let body: Option<Value> = serde_json::from_slice(&bytes).ok();
-        if status.is_success() {
-            return match body {
-                Some(v) => Ok(v),
-                None if bytes.iter().all(u8::is_ascii_whitespace) => Ok(Value::Null),
-                None => bail!(
-                    "the gateway at {} answered {status} with something other than JSON; is that URL a Slipway gateway?",
-                    self.base
-                ),
-            };
         }
+    }
+
+    /// The whole body of an answer.
+    async fn read(&self, resp: reqwest::Response) -> anyhow::Result<bytes::Bytes> {
+        resp.bytes()
+            .await
+            .with_context(|| format!("the gateway at {} broke off its answer", self.base))
+    }
+
+    /// Sends a request; a non-2xx answer becomes an [`ApiFailure`]. An empty
+    /// answer (204) is `null`.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: reqwest::Url,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let resp = self.request(method, url, body, None).await?;
+        let status = resp.status();
+        let bytes = self.read(resp).await?;
+        if !status.is_success() {
+            return Err(self.failure(status, &bytes).into());
+        }
+        match serde_json::from_slice(&bytes) {
+            Ok(v) => Ok(v),
+            Err(_) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(Value::Null),
+            Err(_) => bail!(
+                "the gateway at {} answered {status} with something other than JSON; is that URL a Slipway gateway?",
+                self.base
+            ),
+        }
+    }
+
+    /// GETs a file (not JSON): its bytes, and the name the gateway suggests
+    /// for it (`Content-Disposition`), if any.
+    pub async fn download(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> anyhow::Result<(bytes::Bytes, Option<String>)> {
+        let mut url = self.url(segments)?;
+        if !query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        // Artifacts can be large; the 30 s of JSON calls is too short.
+        let resp = self
+            .request(Method::GET, url, None, Some(Duration::from_secs(600)))
+            .await?;
+        let status = resp.status();
+        let name = resp
+            .headers()
+            .get(reqwest::header::CONTENT_DISPOSITION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(attachment_name);
+        let bytes = self.read(resp).await?;
+        if !status.is_success() {
+            return Err(self.failure(status, &bytes).into());
+        }
+        Ok((bytes, name))
+    }
+
+    /// A non-2xx answer as an [`ApiFailure`]: the gateway's `error` and
+    /// `fields`, else its text, shortened.
+    fn failure(&self, status: reqwest::StatusCode, bytes: &[u8]) -> ApiFailure {
+        let body: Option<Value> = serde_json::from_slice(bytes).ok();
         let (message, fields) = match &body {
             Some(b) if b["error"].is_string() => (
                 b["error"].as_str().unwrap_or_default().to_owned(),
@@ -198,7 +252,7 @@ impl Client {
             ),
             Some(b) => (b.to_string(), Vec::new()),
             None => {
-                let text = String::from_utf8_lossy(&bytes);
+                let text = String::from_utf8_lossy(bytes);
                 let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
                 let text: String = text.chars().take(200).collect();
                 let text = if text.is_empty() {
@@ -209,13 +263,12 @@ impl Client {
                 (text, Vec::new())
             }
         };
-        Err(ApiFailure {
+        ApiFailure {
             status,
             message,
             fields,
             no_token: self.token.is_none(),
         }
-        .into())
     }
 
     pub async fn get(&self, segments: &[&str]) -> anyhow::Result<Value> {
@@ -282,6 +335,43 @@ fn list(value: Value) -> anyhow::Result<Vec<Value>> {
     match value {
         Value::Array(items) => Ok(items),
         other => bail!("the gateway answered {other} where a list was expected"),
+    }
+}
+
+/// The file name of a `Content-Disposition: attachment; filename="..."`,
+/// without any folder part (never trusted as a path).
+fn attachment_name(header: &str) -> Option<String> {
+    let name = header
+        .split(';')
+        .map(str::trim)
+        .find_map(|part| part.strip_prefix("filename="))?
+        .trim_matches('"');
+    let name = name.rsplit(['/', '\\']).next().unwrap_or_default().trim();
+    (!name.is_empty() && name != "." && name != "..").then(|| name.to_owned())
+}
+
+/// Adds `hint` to the gateway's 404 (an id that does not exist, or that
+/// the caller may not see: the gateway does not tell them apart).
+pub fn hint_not_found(err: anyhow::Error, hint: &str) -> anyhow::Error {
+    match err.downcast_ref::<ApiFailure>() {
+        Some(f) if f.status == reqwest::StatusCode::NOT_FOUND => {
+            let message = format!("{err}; {hint}");
+            anyhow::anyhow!(message)
+        }
+        _ => err,
+    }
+}
+
+/// A clap value parser for ids: a uuid, else a message naming where ids
+/// are listed (`hint`).
+pub fn id_arg(value: &str, what: &str, hint: &str) -> Result<String, String> {
+    let value = value.trim();
+    if looks_like_id(value) {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "`{value}` is not {what} id (a uuid like 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080); {hint}"
+        ))
     }
 }
 
@@ -439,6 +529,20 @@ mod tests {
             t,
             "NAME        KIND\ndev         development\nproduction  target"
         );
+    }
+
+    #[test]
+    fn attachment_names_are_file_names_only() {
+        assert_eq!(
+            attachment_name("attachment; filename=\"Contoso_1_0_0_1_managed.zip\"").as_deref(),
+            Some("Contoso_1_0_0_1_managed.zip")
+        );
+        assert_eq!(
+            attachment_name("attachment; filename=\"../../etc/passwd\"").as_deref(),
+            Some("passwd")
+        );
+        assert_eq!(attachment_name("attachment; filename=\"..\""), None);
+        assert_eq!(attachment_name("inline"), None);
     }
 
     #[test]

@@ -4,14 +4,24 @@
 //! A deployment goes through a pipeline's stage (`--stage`, found by name
 //! or id among the pipelines shared with the caller); admins may still
 //! deploy straight from one environment to another (`--from --to`).
+//! What happens to a run afterwards is here too: approve or reject it,
+//! complete its gates, supply the settings it waits for, retry it.
+//!
+//! `--wait` prints each step as it happens; on a terminal a bar on stderr
+//! shows the import running (the gateway reports how often the import was
+//! checked, not a percentage: Dataverse's asynchronous operations carry
+//! none).
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use crate::client::{ApiFailure, Client, GatewayArg, id_of, runtime, table, text};
+use crate::client::{
+    ApiFailure, Client, GatewayArg, hint_not_found, id_arg, id_of, runtime, table, text,
+};
 use crate::pipeline_cmd::find_stage;
 
 /// `slipway deploy`.
@@ -21,8 +31,10 @@ slipway deploy --solution Contoso --stage test --wait\n  \
 slipway deploy --solution Contoso --stage prod --pipeline \"Demo pipeline\" --from dev --new-version 1.2.0.0\n  \
 slipway deploy --solution Contoso --stage test --settings settings.json --output json\n  \
 slipway deploy --solution Contoso --stage prod --notes \"fixes #42\" --at 2026-11-27T22:00:00Z\n  \
+slipway deploy --solution Contoso --stage prod --dry-run --wait    (validate against prod, no import)\n  \
 slipway deploy --solution Contoso --from dev --to test --wait    (admins: no pipeline)\n\
-`slipway pipeline list` shows the stages you may deploy to.")]
+`slipway pipeline list` shows the stages you may deploy to. With --wait each step is shown as it happens \
+(on a terminal, a bar while the import runs); a run waiting for someone says what for and the command that gives it.")]
 pub struct DeployArgs {
     /// Unique name of the solution in the source environment.
     #[arg(long)]
@@ -61,7 +73,12 @@ pub struct DeployArgs {
     /// Import no earlier than this time (RFC 3339, e.g. 2026-11-27T22:00:00Z) [default: now].
     #[arg(long, value_name = "TIME", value_parser = rfc3339)]
     at: Option<String>,
-    /// Follow the deployment to its end; exit 1 unless it succeeds.
+    /// Validate only: export (or reuse the artifact) and validate against
+    /// the target, never import; the run succeeds when validation passes.
+    #[arg(long)]
+    dry_run: bool,
+    /// Follow the deployment to its end, each step as it happens; exit 1
+    /// unless it succeeds.
     #[arg(long)]
     wait: bool,
     #[command(flatten)]
@@ -76,10 +93,17 @@ pub struct DeployArgs {
 slipway runs                      (the latest deployments; same as `slipway runs list`)\n  \
 slipway runs list --limit 200 -o json\n  \
 slipway runs 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080 --output json    (same as `runs show ID`)\n  \
-slipway runs cancel 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080 --reason \"wrong version\""
+slipway runs cancel 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080 --reason \"wrong version\"\n  \
+slipway runs approvals            (the deployments waiting for you to approve)\n  \
+slipway runs approve 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080 --comment \"go\"\n  \
+slipway runs reject 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080 --comment \"not during the freeze\"\n  \
+slipway runs settings 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080 --settings settings.json --wait\n  \
+slipway runs retry 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080 --wait\n  \
+slipway runs gate 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080 pre-deployment --status succeeded"
 )]
 pub struct RunsArgs {
     /// A deployment id: show it with its history. Without: list the latest.
+    #[arg(value_parser = run_id)]
     id: Option<String>,
     #[command(subcommand)]
     command: Option<RunsCommand>,
@@ -87,27 +111,151 @@ pub struct RunsArgs {
     pub gateway: GatewayArg,
 }
 
+/// Where run ids are listed, for errors about them.
+pub const RUNS_HINT: &str = "`slipway runs list` shows the deployments you may see";
+
+/// A deployment id (clap value parser).
+pub fn run_id(value: &str) -> Result<String, String> {
+    id_arg(value, "a deployment", RUNS_HINT)
+}
+
 #[derive(Debug, clap::Subcommand)]
 enum RunsCommand {
     /// The latest deployments you may see, newest first.
+    #[command(
+        after_help = "Examples:\n  slipway runs list\n  slipway runs list --limit 200 -o json"
+    )]
     List {
         /// How many (1 to 1000).
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
     },
     /// One deployment with its history (JSON: `{"run": ..., "history": [...]}`).
+    #[command(after_help = "Examples:\n  \
+slipway runs show 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080\n  \
+slipway runs show 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080 -o json")]
     Show {
         /// The deployment's id.
+        #[arg(value_parser = run_id)]
         id: String,
     },
     /// Cancel a deployment that has not started importing.
+    #[command(after_help = "Examples:\n  \
+slipway runs cancel 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080 --reason \"wrong version\"")]
     Cancel {
         /// The deployment's id.
+        #[arg(value_parser = run_id)]
         id: String,
         /// Why, for the run's history and the audit log.
         #[arg(long)]
         reason: Option<String>,
     },
+    /// The deployments waiting for approval that you may decide (approvers; admins: all).
+    #[command(
+        after_help = "Examples:\n  slipway runs approvals\n  slipway runs approvals -o json\n\
+Approve with `slipway runs approve ID`, reject with `slipway runs reject ID --comment TEXT`."
+    )]
+    Approvals,
+    /// Approve a deployment waiting for approval (approvers; never your own).
+    #[command(after_help = "Examples:\n  \
+slipway runs approve 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080\n  \
+slipway runs approve 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080 --comment \"checked with the business\" -o json\n\
+`slipway runs approvals` lists the deployments waiting for you.")]
+    Approve {
+        /// The deployment's id.
+        #[arg(value_parser = run_id)]
+        id: String,
+        /// Shown to the maker and kept with the run.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Reject a deployment waiting for approval: it fails with your comment.
+    #[command(after_help = "Examples:\n  \
+slipway runs reject 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080 --comment \"not during the freeze\"")]
+    Reject {
+        /// The deployment's id.
+        #[arg(value_parser = run_id)]
+        id: String,
+        /// Why, for the maker (required).
+        #[arg(long)]
+        comment: String,
+    },
+    /// Run a failed or canceled deployment again, as a new run (reusing its artifact).
+    #[command(after_help = "Examples:\n  \
+slipway runs retry 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080\n  \
+slipway runs retry 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080 --wait")]
+    Retry {
+        /// The failed or canceled deployment's id.
+        #[arg(value_parser = run_id)]
+        id: String,
+        /// Follow the new run to its end; exit 1 unless it succeeds.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Supply the deployment settings a run waits for (state
+    /// awaiting_settings); it is validated again.
+    #[command(after_help = "Examples:\n  \
+slipway runs settings 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080 --settings settings.json\n  \
+slipway runs settings 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080 --settings settings.json --wait\n\
+`slipway runs show ID` lists what is missing; `slipway settings create` writes a settings file.")]
+    Settings {
+        /// The deployment's id.
+        #[arg(value_parser = run_id)]
+        id: String,
+        /// The deployment settings file (replaces the run's settings).
+        #[arg(long, visible_alias = "settings-file", value_name = "FILE")]
+        settings: PathBuf,
+        /// Follow the run to its end; exit 1 unless it succeeds.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Complete a run's gate as an external system would (approvers).
+    #[command(after_help = "Examples:\n  \
+slipway runs gate 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080 pre-export --status succeeded\n  \
+slipway runs gate 01a21c8b-dd04-709d-9f1e-a8b3ae2a5080 pre-deployment --status failed --comment \"change ticket not approved\"")]
+    Gate {
+        /// The deployment's id.
+        #[arg(value_parser = run_id)]
+        id: String,
+        /// Which gate.
+        #[arg(value_enum)]
+        gate: GateName,
+        /// succeeded lets the run go on; failed fails it with the comment.
+        #[arg(long, value_enum)]
+        status: GateStatus,
+        /// Kept with the run; the reason when failed.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum GateName {
+    /// Before the export.
+    #[value(alias = "pre_export")]
+    PreExport,
+    /// Before the import.
+    #[value(alias = "pre_deployment")]
+    PreDeployment,
+    /// The approval (same as `runs approve` / `runs reject`).
+    Approval,
+}
+
+impl GateName {
+    /// The name in the gateway's route.
+    fn as_str(self) -> &'static str {
+        match self {
+            GateName::PreExport => "pre_export",
+            GateName::PreDeployment => "pre_deployment",
+            GateName::Approval => "approval",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum GateStatus {
+    Succeeded,
+    Failed,
 }
 
 pub fn run_deploy(args: DeployArgs) -> anyhow::Result<()> {
@@ -150,6 +298,9 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     }
     if let Some(at) = &args.at {
         body["scheduled_at"] = json!(at);
+    }
+    if args.dry_run {
+        body["dry_run"] = json!(true);
     }
     let mut through = String::new();
     match &args.stage {
@@ -202,18 +353,92 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
             text(d, "target_environment"),
         );
     }
-    let run = follow(&client, &id).await?;
+    wait_for_end(&client, &id).await
+}
+
+/// Follows run `id` to its end (see [`follow`]), prints it (JSON), and
+/// fails unless it succeeded, listing what its validation found.
+async fn wait_for_end(client: &Client, id: &str) -> anyhow::Result<()> {
+    let run = follow(client, id).await?;
     if client.json {
         println!("{run:#}");
     }
     match run["state"].as_str() {
         Some("succeeded") => Ok(()),
-        state => bail!(
-            "deployment {id} {}: {}; `slipway runs {id}` shows its history",
-            state.unwrap_or("ended"),
-            run["reason"].as_str().unwrap_or("no reason given")
-        ),
+        state => {
+            if !client.json {
+                let problems = validation_problems(&run);
+                if !problems.is_empty() {
+                    println!("validation found:");
+                    for p in &problems {
+                        println!("  - {p}");
+                    }
+                }
+            }
+            bail!(
+                "deployment {id} {}: {}; `slipway runs {id}` shows its history",
+                state.unwrap_or("ended"),
+                one_line(run["reason"].as_str().unwrap_or("no reason given"))
+            )
+        }
     }
+}
+
+/// `text` on one line (a reason may span several).
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// What the run's latest validation found wrong, one line each: the
+/// version, missing dependencies, the target's errors, connection
+/// references and environment variables with a problem, policy violations.
+fn validation_problems(run: &Value) -> Vec<String> {
+    let v = &run["validation"];
+    let items = |key: &str| v[key].as_array().map(Vec::as_slice).unwrap_or_default();
+    let mut out = Vec::new();
+    if let Some(p) = v["version_problem"].as_str() {
+        out.push(format!("version: {p}"));
+    }
+    for m in items("missing_dependencies") {
+        let by = m["required_by"]
+            .as_str()
+            .map(|b| format!(" (needed by {b})"))
+            .unwrap_or_default();
+        out.push(format!(
+            "missing {} {}{by}",
+            text(m, "required_type"),
+            text(m, "required")
+        ));
+    }
+    for e in items("errors") {
+        if let Some(e) = e.as_str() {
+            out.push(e.to_owned());
+        }
+    }
+    for c in items("connection_references") {
+        if let Some(p) = c["problem"].as_str() {
+            out.push(format!(
+                "connection reference {}: {p}",
+                text(c, "logical_name")
+            ));
+        }
+    }
+    for e in items("environment_variables") {
+        if let Some(p) = e["problem"].as_str() {
+            out.push(format!(
+                "environment variable {}: {p}",
+                text(e, "schema_name")
+            ));
+        }
+    }
+    for p in items("policy_violations") {
+        out.push(format!(
+            "policy {}: {}",
+            text(p, "policy"),
+            text(p, "message")
+        ));
+    }
+    out.iter().map(|p| one_line(p)).collect()
 }
 
 /// The pipeline's one source environment; an error asking for `--from`
@@ -266,6 +491,11 @@ fn raw_deploy_hint(err: anyhow::Error, raw: bool) -> anyhow::Error {
 /// Prints the run's history as it grows (text mode) until it ends; returns
 /// the finished run.
 async fn follow(client: &Client, id: &str) -> anyhow::Result<Value> {
+    let run = client
+        .get(&["api", "v1", "deployments", id])
+        .await
+        .map_err(|e| hint_not_found(e, RUNS_HINT))?;
+    let mut progress = Progress::new(client.json, text(&run["deployment"], "target_environment"));
     let mut shown = 0;
     let mut last_state = String::new();
     loop {
@@ -273,19 +503,22 @@ async fn follow(client: &Client, id: &str) -> anyhow::Result<Value> {
             .get(&["api", "v1", "deployments", id, "events"])
             .await?;
         let entries = history.as_array().map(Vec::as_slice).unwrap_or_default();
-        if !client.json {
-            for entry in entries.iter().skip(shown) {
-                println!("  {}", describe(entry));
-            }
+        for entry in entries.iter().skip(shown) {
+            progress.entry(entry);
         }
         shown = shown.max(entries.len());
         let run = client.get(&["api", "v1", "deployments", id]).await?;
         let state = text(&run, "state");
-        if !client.json && state != last_state {
-            if let Some(why) = waiting_for(state) {
-                println!(
+        if state != last_state {
+            if let Some(why) = waiting_for(state, id) {
+                progress.line(&format!(
                     "  (waiting for {why}; Ctrl-C stops following, the deployment goes on: `slipway runs {id}`)"
-                );
+                ));
+                if state == "awaiting_settings" {
+                    for p in validation_problems(&run) {
+                        progress.line(&format!("    - {p}"));
+                    }
+                }
             }
             last_state = state.to_owned();
         }
@@ -299,25 +532,159 @@ async fn follow(client: &Client, id: &str) -> anyhow::Result<Value> {
                     .get(&["api", "v1", "deployments", id, "events"])
                     .await?;
                 for entry in history.as_array().into_iter().flatten().skip(shown) {
-                    println!("  {}", describe(entry));
+                    progress.entry(entry);
                 }
             }
+            progress.finish();
             return Ok(run);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
-/// What a run in `state` waits for, when it waits for someone.
-fn waiting_for(state: &str) -> Option<&'static str> {
-    match state {
-        "awaiting_pre_export" => Some("the pre-export gate"),
-        "awaiting_settings" => Some("deployment settings"),
-        "awaiting_approval" => Some("an approver"),
-        "awaiting_pre_deployment" => Some("the pre-deployment gate"),
-        "scheduled" => Some("its scheduled time"),
-        _ => None,
+/// How `--wait` shows a run as it goes: one line per history entry on
+/// stdout, nothing in JSON mode; while the import runs, a bar on stderr
+/// when stderr is a terminal, else a line per check of the import.
+struct Progress {
+    json: bool,
+    /// Draw a bar (stderr is a terminal, text mode).
+    live: bool,
+    /// The run's target environment, for the bar.
+    target: String,
+    bar: Option<indicatif::ProgressBar>,
+    checks: ImportChecks,
+}
+
+impl Progress {
+    fn new(json: bool, target: &str) -> Progress {
+        Progress {
+            json,
+            live: !json && std::io::stderr().is_terminal(),
+            target: target.to_owned(),
+            bar: None,
+            checks: ImportChecks::default(),
+        }
     }
+
+    /// Prints `line` on stdout (above the bar, if one is drawn).
+    fn line(&self, line: &str) {
+        if self.json {
+            return;
+        }
+        match &self.bar {
+            Some(bar) => bar.suspend(|| println!("{line}")),
+            None => println!("{line}"),
+        }
+    }
+
+    fn entry(&mut self, e: &Value) {
+        if self.json {
+            return;
+        }
+        let import = e["kind"] == "event" && e["step"] == "import";
+        match self.checks.check(e) {
+            Some(n) => match &self.bar {
+                Some(bar) => bar.set_message(format!("checked {n} time{}", plural(n))),
+                None => self.line(&format!("  {}", describe_check(e, n))),
+            },
+            None if import && e["status"] == "started" => {
+                self.line(&format!("  {}", describe(e)));
+                if self.live {
+                    self.bar = Some(import_bar(&self.target));
+                }
+            }
+            None => {
+                if import || (e["kind"] == "transition" && e["state"] != "importing") {
+                    // The import ended, or the run moved on (failed).
+                    self.finish();
+                }
+                self.line(&format!("  {}", describe(e)));
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Tells the checks of a running import in a run's history: the importer
+/// reports `import started` when the step starts, then again each time it
+/// checks the running import (with no percentage: Dataverse's asynchronous
+/// operations carry none).
+#[derive(Debug, Default)]
+struct ImportChecks {
+    started: u32,
+}
+
+impl ImportChecks {
+    /// `Some(n)` when `e` is the n-th check of the running import.
+    fn check(&mut self, e: &Value) -> Option<u32> {
+        if e["kind"] == "event" && e["step"] == "import" && e["status"] == "started" {
+            self.started += 1;
+            (self.started > 1).then(|| self.started - 1)
+        } else {
+            None
+        }
+    }
+
+    /// `e` on one line, a check of the import told as such.
+    fn describe(&mut self, e: &Value) -> String {
+        match self.check(e) {
+            Some(n) => describe_check(e, n),
+            None => describe(e),
+        }
+    }
+}
+
+/// A spinner with the time the import has been running, on stderr.
+fn import_bar(target: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "  {{spinner}} importing into {target}  {{elapsed_precise}}  {{msg}}"
+    )) {
+        bar.set_style(style);
+    }
+    bar.set_message("started");
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// A check of a running import, on one line.
+fn describe_check(e: &Value, check: u32) -> String {
+    format!(
+        "{}     import running (check {check}, {})",
+        text(e, "at"),
+        e["instance"]
+            .as_str()
+            .or(e["service"].as_str())
+            .unwrap_or("-"),
+    )
+}
+
+/// What a run in `state` waits for, when it waits for someone, and the
+/// command that gives it.
+fn waiting_for(state: &str, id: &str) -> Option<String> {
+    Some(match state {
+        "awaiting_pre_export" => {
+            format!("the pre-export gate: `slipway runs gate {id} pre-export --status succeeded`")
+        }
+        "awaiting_settings" => {
+            format!("deployment settings: `slipway runs settings {id} --settings FILE`")
+        }
+        "awaiting_approval" => format!("an approver: `slipway runs approve {id}`"),
+        "awaiting_pre_deployment" => format!(
+            "the pre-deployment gate: `slipway runs gate {id} pre-deployment --status succeeded`"
+        ),
+        "scheduled" => "its scheduled time".to_owned(),
+        _ => return None,
+    })
 }
 
 async fn runs(args: RunsArgs) -> anyhow::Result<()> {
@@ -327,8 +694,9 @@ async fn runs(args: RunsArgs) -> anyhow::Result<()> {
         (None, Some(id)) => RunsCommand::Show { id },
         (None, None) => RunsCommand::List { limit: 50 },
     };
+    let not_found = |e| hint_not_found(e, RUNS_HINT);
     match command {
-        RunsCommand::Show { id } => show(&client, &id).await,
+        RunsCommand::Show { id } => show(&client, &id).await.map_err(not_found),
         RunsCommand::List { limit } => {
             let list = client
                 .get_query(
@@ -350,16 +718,133 @@ async fn runs(args: RunsArgs) -> anyhow::Result<()> {
             Ok(())
         }
         RunsCommand::Cancel { id, reason } => {
-            let run = client
-                .post(
-                    &["api", "v1", "deployments", &id, "cancel"],
-                    &json!({ "reason": reason }),
-                )
-                .await?;
+            let run = act(&client, &id, "cancel", &json!({ "reason": reason })).await?;
             client.print(&run, || format!("deployment {id} {}", text(&run, "state")));
             Ok(())
         }
+        RunsCommand::Approvals => {
+            let list = client.get(&["api", "v1", "approvals"]).await?;
+            client.print(&list, || {
+                let rows: Vec<Vec<String>> = list
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|run| {
+                        let mut r = row(run);
+                        r[1] = run["deployment"]["notes"]
+                            .as_str()
+                            .map_or_else(|| "-".into(), one_line);
+                        r
+                    })
+                    .collect();
+                if rows.is_empty() {
+                    return "no deployment waits for your approval".into();
+                }
+                table(
+                    &["ID", "NOTES", "SOLUTION", "FROM -> TO", "BY", "CREATED"],
+                    &rows,
+                )
+            });
+            Ok(())
+        }
+        RunsCommand::Approve { id, comment } => {
+            let run = act(&client, &id, "approve", &json!({ "comment": comment })).await?;
+            client.print(&run, || {
+                format!(
+                    "approved deployment {id}; it is {} now: `slipway runs {id}`",
+                    text(&run, "state")
+                )
+            });
+            Ok(())
+        }
+        RunsCommand::Reject { id, comment } => {
+            let run = act(&client, &id, "reject", &json!({ "comment": comment })).await?;
+            client.print(&run, || {
+                format!("rejected deployment {id}; it is {}", text(&run, "state"))
+            });
+            Ok(())
+        }
+        RunsCommand::Gate {
+            id,
+            gate,
+            status,
+            comment,
+        } => {
+            let body = json!({
+                "status": match status {
+                    GateStatus::Succeeded => "completed",
+                    GateStatus::Failed => "rejected",
+                },
+                "comment": comment,
+            });
+            let run = client
+                .post(
+                    &["api", "v1", "deployments", &id, "gates", gate.as_str()],
+                    &body,
+                )
+                .await
+                .map_err(not_found)?;
+            client.print(&run, || {
+                format!(
+                    "the {} gate of deployment {id} {}; it is {} now",
+                    gate.as_str().replace('_', "-"),
+                    match status {
+                        GateStatus::Succeeded => "passed",
+                        GateStatus::Failed => "failed",
+                    },
+                    text(&run, "state")
+                )
+            });
+            Ok(())
+        }
+        RunsCommand::Retry { id, wait } => {
+            let run = act(&client, &id, "retry", &json!({})).await?;
+            let new_id = id_of(&run)?.to_owned();
+            if !wait {
+                client.print(&run, || {
+                    format!(
+                        "deployment {id} runs again as {new_id}; follow it with `slipway runs {new_id}`"
+                    )
+                });
+                return Ok(());
+            }
+            if !client.json {
+                println!("deployment {id} runs again as {new_id}");
+            }
+            wait_for_end(&client, &new_id).await
+        }
+        RunsCommand::Settings { id, settings, wait } => {
+            let settings = read_settings(&settings)?;
+            let run = client
+                .put(
+                    &["api", "v1", "deployments", &id, "settings"],
+                    &json!({ "settings": settings }),
+                )
+                .await
+                .map_err(not_found)?;
+            if !wait {
+                client.print(&run, || {
+                    format!(
+                        "settings supplied; deployment {id} is {} again: `slipway runs {id}`",
+                        text(&run, "state")
+                    )
+                });
+                return Ok(());
+            }
+            if !client.json {
+                println!("settings supplied; deployment {id} is validated again");
+            }
+            wait_for_end(&client, &id).await
+        }
     }
+}
+
+/// POST /api/v1/deployments/{id}/{action}.
+async fn act(client: &Client, id: &str, action: &str, body: &Value) -> anyhow::Result<Value> {
+    client
+        .post(&["api", "v1", "deployments", id, action], body)
+        .await
+        .map_err(|e| hint_not_found(e, RUNS_HINT))
 }
 
 async fn show(client: &Client, id: &str) -> anyhow::Result<()> {
@@ -386,8 +871,15 @@ async fn show(client: &Client, id: &str) -> anyhow::Result<()> {
         if let Some(notes) = run["deployment"]["notes"].as_str() {
             out.push_str(&format!("\nnotes: {notes}"));
         }
+        if let Some(why) = waiting_for(text(&run, "state"), id) {
+            out.push_str(&format!("\nwaiting for {why}"));
+        }
+        for p in validation_problems(&run) {
+            out.push_str(&format!("\n  - {p}"));
+        }
+        let mut checks = ImportChecks::default();
         for entry in history.as_array().into_iter().flatten() {
-            out.push_str(&format!("\n  {}", describe(entry)));
+            out.push_str(&format!("\n  {}", checks.describe(entry)));
         }
         out
     });
@@ -443,5 +935,64 @@ fn describe(e: &Value) -> String {
                 .or(e["service"].as_str())
                 .unwrap_or("-"),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_import_starts_are_checks_of_the_running_import() {
+        let started = json!({"kind": "event", "step": "import", "status": "started", "at": "t", "instance": "vm:1"});
+        let moved = json!({"kind": "transition", "state": "importing", "at": "t"});
+        let mut checks = ImportChecks::default();
+        assert_eq!(checks.check(&started), None, "the step starting");
+        assert_eq!(checks.check(&moved), None);
+        assert_eq!(checks.check(&started), Some(1));
+        assert_eq!(
+            checks.describe(&started),
+            "t     import running (check 2, vm:1)"
+        );
+    }
+
+    #[test]
+    fn validation_problems_are_one_line_each() {
+        let run = json!({"validation": {
+            "version_problem": "version 1.0 is not higher than 2.0",
+            "missing_dependencies": [{"required_type": "Entity", "required": "Account", "required_by": "Order"}],
+            "errors": ["the target\nsaid no"],
+            "connection_references": [{"logical_name": "cts_ok"}, {"logical_name": "cts_mail", "problem": "no connection"}],
+            "environment_variables": [{"schema_name": "cts_Url", "problem": "needs a value"}],
+            "policy_violations": [{"policy": "managed_only", "message": "only managed solutions"}],
+        }});
+        assert_eq!(
+            validation_problems(&run),
+            [
+                "version: version 1.0 is not higher than 2.0",
+                "missing Entity Account (needed by Order)",
+                "the target said no",
+                "connection reference cts_mail: no connection",
+                "environment variable cts_Url: needs a value",
+                "policy managed_only: only managed solutions",
+            ]
+        );
+        assert!(validation_problems(&json!({"validation": null})).is_empty());
+    }
+
+    #[test]
+    fn waiting_runs_name_the_command_that_moves_them() {
+        let id = "01a21c8b-dd04-709d-9f1e-a8b3ae2a5080";
+        assert!(
+            waiting_for("awaiting_settings", id)
+                .unwrap()
+                .contains(&format!("slipway runs settings {id} --settings FILE"))
+        );
+        assert!(
+            waiting_for("awaiting_pre_deployment", id)
+                .unwrap()
+                .contains("pre-deployment --status succeeded")
+        );
+        assert_eq!(waiting_for("importing", id), None);
     }
 }

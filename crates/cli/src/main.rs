@@ -3,16 +3,19 @@
 //! - `slipway dev`: the whole pipeline in one process on embedded defaults
 //!   (in-process bus, SQLite), for trying Slipway and for development.
 //! - `slipway pipeline list`, `slipway deploy`, `slipway runs`: see the
-//!   pipelines shared with you, deploy through their stages, follow and
-//!   cancel deployments on a gateway.
+//!   pipelines shared with you, deploy through their stages, follow,
+//!   cancel and retry deployments, supply the settings they wait for;
+//!   approvers approve, reject and complete gates (`slipway runs approvals`).
+//! - `slipway artifacts download`: a run's solution zip, as imported.
 //! - `slipway admin ...`: environments, pipelines, stages, sharing, roles,
-//!   API tokens and the audit log (the gateway's admin API).
+//!   API tokens, the audit log and webhooks (the gateway's admin API).
 //! - `slipway solution inspect|diff`, `slipway settings create`: work on
 //!   solution zips locally, no server needed.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod admin_cmd;
+mod artifact_cmd;
 mod client;
 mod deploy_cmd;
 mod dev;
@@ -20,6 +23,7 @@ mod dev_seed;
 mod pipeline_cmd;
 mod profile;
 mod solution_cmd;
+mod webhook_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -34,10 +38,20 @@ slipway dev\n  \
 slipway pipeline list\n  \
 slipway deploy --solution Contoso --stage test --wait\n  \
 slipway runs\n  \
-slipway admin env list\n\
+slipway runs approvals\n  \
+slipway runs approve ID --comment \"go\"\n  \
+slipway runs settings ID --settings settings.json --wait\n  \
+slipway runs retry ID --wait\n  \
+slipway artifacts download ID --out Contoso.zip\n  \
+slipway admin env list\n  \
+slipway admin webhook list\n\
+Commands: dev; pipeline list; deploy; runs list|show|cancel|approvals|approve|reject|gate|settings|retry; \
+artifacts download; admin env|pipeline|stage|share|role|token|audit|webhook; whoami; \
+solution inspect|diff; settings create; profile; completions.\n\
 Exit codes: 0 success; 1 the command failed (a deployment that did not succeed, \
-an unreachable gateway, a refused token or role, an unknown name, a broken audit chain, \
-an environment that fails its check, a bad file); 2 bad arguments.\n\
+an unreachable gateway, a refused token or role, an unknown name or id, a run not in a state \
+that allows the action, a broken audit chain, an environment that fails its check, a bad file, \
+a file that exists without --force); 2 bad arguments (also an id that is not a uuid).\n\
 Environment: SLIPWAY_URL and SLIPWAY_TOKEN (override the profile: `slipway profile set`), \
 SLIPWAY_PROFILE (the profile file), SLIPWAY_CONFIG."
 )]
@@ -65,10 +79,13 @@ enum Command {
     /// Deploy a solution through a pipeline stage (admins: or from one
     /// environment straight to another).
     Deploy(deploy_cmd::DeployArgs),
-    /// List deployments, show one with its history, cancel one.
+    /// Deployments: list, show, cancel, retry, supply settings; approvers:
+    /// approvals, approve, reject, gates.
     Runs(deploy_cmd::RunsArgs),
+    /// A run's artifact: download the solution zip it validated and imported.
+    Artifacts(artifact_cmd::ArtifactsArgs),
     /// Administer the gateway: environments, pipelines, stages, sharing,
-    /// roles, API tokens, the audit log.
+    /// roles, API tokens, the audit log, webhooks.
     Admin(admin_cmd::AdminArgs),
     /// Who the gateway takes your token for, and your roles.
     Whoami(admin_cmd::WhoamiArgs),
@@ -100,6 +117,10 @@ fn main() -> std::process::ExitCode {
         Command::Runs(mut args) => {
             args.gateway.json = json;
             deploy_cmd::run_runs(args)
+        }
+        Command::Artifacts(mut args) => {
+            args.gateway.json = json;
+            artifact_cmd::run(args)
         }
         Command::Pipeline(mut args) => {
             args.gateway.json = json;
