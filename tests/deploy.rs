@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sha2::Digest as _;
-use slipway_envsim::config::{ConnectionConfig, EnvironmentConfig};
+use slipway_envsim::config::{ConnectionConfig, EnvironmentConfig, UserConfig};
 use slipway_envsim::{Config, DataLocation, EnvSim, Faults, Running};
 use slipway_testkit::solution_zip::{DepEnd, SolutionZip};
 use slipway_tests::{Cluster, ClusterOptions, events};
@@ -36,6 +36,8 @@ const SIM_TOKEN: &str = "slipway-e2e-deploy";
 const OUTLOOK: &str = "/providers/Microsoft.PowerApps/apis/shared_office365";
 const TEAMS: &str = "/providers/Microsoft.PowerApps/apis/shared_teams";
 const SHAREPOINT: &str = "/providers/Microsoft.PowerApps/apis/shared_sharepointonline";
+/// A user of every target environment, whom a stage may deploy as.
+const RELEASE_USER: &str = "release@contoso.com";
 /// How long one run may take from submission to its end (debug builds, two
 /// cores, several scenarios at once).
 const RUN_DEADLINE: Duration = Duration::from_secs(60);
@@ -82,13 +84,28 @@ fn connection(id: &str, connector: &str, display: &str) -> ConnectionConfig {
 /// A target environment with the SharePoint, Outlook and Teams connections
 /// most flows use, named `<env>-sharepoint`, `<env>-office365`, `<env>-teams`.
 fn target_env(name: &str) -> EnvironmentConfig {
+    target_env_with(name, &[])
+}
+
+/// [`target_env`] plus one connection, `<env>-<n>`, of each connector in
+/// `connectors` (those of real solutions' connection references).
+fn target_env_with(name: &str, connectors: &[String]) -> EnvironmentConfig {
+    let mut connections = vec![
+        connection(&format!("{name}-sharepoint"), SHAREPOINT, "SharePoint"),
+        connection(&format!("{name}-office365"), OUTLOOK, "Office 365 Outlook"),
+        connection(&format!("{name}-teams"), TEAMS, "Microsoft Teams"),
+    ];
+    for (n, connector) in connectors.iter().enumerate() {
+        connections.push(connection(&format!("{name}-{n}"), connector, connector));
+    }
     EnvironmentConfig {
         platform_solutions: vec!["AppModuleWebResources".into()],
-        connections: vec![
-            connection(&format!("{name}-sharepoint"), SHAREPOINT, "SharePoint"),
-            connection(&format!("{name}-office365"), OUTLOOK, "Office 365 Outlook"),
-            connection(&format!("{name}-teams"), TEAMS, "Microsoft Teams"),
-        ],
+        connections,
+        // Whom a stage may deploy as.
+        users: vec![UserConfig {
+            domain_name: Some(RELEASE_USER.into()),
+            ..UserConfig::default()
+        }],
         ..EnvironmentConfig::new(name)
     }
 }
@@ -129,6 +146,12 @@ impl World {
     /// `test` and `prod`, plus `extra` target environments; registers them
     /// all; creates the maker and the approver.
     async fn start(extra: &[&str]) -> World {
+        World::start_with(extra, &[]).await
+    }
+
+    /// [`World::start`] with a connection of each of `connectors` in every
+    /// target environment.
+    async fn start_with(extra: &[&str], connectors: &[String]) -> World {
         let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("slipway-deploy-")
@@ -145,7 +168,7 @@ impl World {
             ..EnvironmentConfig::new("dev")
         }];
         for name in ["test", "prod"].iter().chain(extra) {
-            config.environments.push(target_env(name));
+            config.environments.push(target_env_with(name, connectors));
         }
         let names: Vec<String> = config.environments.iter().map(|e| e.name.clone()).collect();
         let (cluster, sim) = tokio::join!(
@@ -1086,13 +1109,80 @@ async fn timed(name: &str, scenario: impl std::future::Future<Output = ()>) {
     eprintln!("scenario {name}: {:?}", started.elapsed());
 }
 
+/// A stage with two targets that deploys as a named user: a request naming
+/// no target starts one run per target, and each target's solution is
+/// installed by that user (acted for by the environment's own user).
+async fn a_stage_fans_out_and_deploys_as_its_user(w: &World) {
+    let name = "Regions";
+    w.install_in_dev(&solution(name, "rgn")).await;
+    let pipe = w.pipeline("Regions", &[("Regions", "eu")], false).await;
+    let mut stage = pipe.stage_bodies[0].clone();
+    stage["target_environment_ids"] = json!([w.envs["eu"], w.envs["us"]]);
+    stage["deploy_as"] = json!({"mode": "user", "user": RELEASE_USER});
+    let (status, body) = send(
+        w.cluster
+            .http
+            .put(w.url(&format!(
+                "/api/v1/pipelines/{}/stages/{}",
+                pipe.id, pipe.stages[0]
+            )))
+            .json(&stage),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, first) = w.deploy(&w.maker, request(&pipe, 0, name, json!({}))).await;
+    assert_eq!(status, 202, "{first}");
+    let fan_out = first["fan_out"].as_array().unwrap();
+    assert_eq!(fan_out.len(), 1, "{first}");
+    let ids = [id_of(&first), fan_out[0].as_str().unwrap().parse().unwrap()];
+    for id in ids {
+        let run = w.wait_end(id, "succeeded").await;
+        assert_eq!(
+            run["deployment"]["deploy_as"],
+            json!({"mode": "user", "user": RELEASE_USER})
+        );
+    }
+    for env in ["eu", "us"] {
+        let target = w.dataverse(env);
+        assert_eq!(w.installed(env, name).await.unwrap().version, "1.0.0.1");
+        let release = target
+            .system_user_by_domain_name(RELEASE_USER)
+            .await
+            .unwrap()
+            .unwrap();
+        let own = target.who_am_i().await.unwrap().user_id;
+        let (status, rows) = send(
+            slipway_testkit::http_client_with_token(SIM_TOKEN)
+                .unwrap()
+                .get(format!(
+                    "{}/api/data/v9.2/solutions?$filter=uniquename eq '{name}'&$select=_modifiedby_value,_modifiedonbehalfby_value",
+                    w.sim.env_url(env)
+                )),
+        )
+        .await;
+        assert_eq!(status, 200, "{rows}");
+        let row = &rows["value"][0];
+        assert_eq!(
+            row["_modifiedby_value"],
+            release.id.to_string(),
+            "{env}: {row}"
+        );
+        assert_eq!(
+            row["_modifiedonbehalfby_value"],
+            own.to_string(),
+            "{env}: {row}"
+        );
+    }
+}
+
 /// Stages in order with artifact reuse, validation failures and settings,
 /// approvals and gate callbacks, the version rule, import failures and
-/// retry, dry runs and scheduled imports: side by side in one cluster.
+/// retry, dry runs and scheduled imports, fan-out and deploy-as: side by
+/// side in one cluster.
 #[tokio::test(flavor = "multi_thread")]
 async fn deployments_through_stages_gates_and_failures() {
     let started = Instant::now();
-    let w = World::start(&["approvals", "uat"]).await;
+    let w = World::start(&["approvals", "uat", "eu", "us"]).await;
     tokio::join!(
         timed("test then prod", test_then_prod_reusing_the_artifact(&w)),
         timed(
@@ -1110,6 +1200,10 @@ async fn deployments_through_stages_gates_and_failures() {
         timed("import failure", import_failure_in_the_environment(&w)),
         timed("dry run", dry_run_validates_only(&w)),
         timed("scheduled", scheduled_import_waits_for_its_time(&w)),
+        timed(
+            "fan-out as a user",
+            a_stage_fans_out_and_deploys_as_its_user(&w)
+        ),
     );
     eprintln!("scenarios done in {:?}", started.elapsed());
     w.stop().await;
@@ -1404,4 +1498,215 @@ async fn cut_off_requests_leave_an_in_memory_simulator_intact() {
         .unwrap_or_else(|e| panic!("the simulator lost its state: {e}"));
     assert_eq!(connections.len(), 3, "{connections:?}");
     sim.shutdown().await.unwrap();
+}
+
+// ------------------------------------------------------------------ real solutions
+
+/// The real solutions of the reference corpus (kept outside the project;
+/// `.ci/run` passes its folder as `SLIPWAY_CORPUS`): every unmanaged one
+/// that installs into an empty environment is built in dev, then deployed
+/// through Test and Prod by the four services, with its connection
+/// references bound to connections of the right connector and its
+/// environment variables given values of their type. Run with
+/// `SLIPWAY_CORPUS=/work/shared/corpus cargo test -p slipway-tests --features corpus --test deploy real_`.
+#[cfg(feature = "corpus")]
+mod corpus {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// What the corpus's independent reading says of one zip.
+    struct Real {
+        file: String,
+        unique_name: String,
+        version: String,
+        /// Connection reference logical name -> connector id.
+        references: BTreeMap<String, String>,
+        /// Environment variable schema name -> type.
+        variables: BTreeMap<String, String>,
+    }
+
+    fn corpus_dir() -> PathBuf {
+        let dir = std::env::var_os("SLIPWAY_CORPUS").unwrap_or_else(|| {
+            panic!(
+                "SLIPWAY_CORPUS is not set: point it at the corpus folder (solutions/, expected.json), \
+                 e.g. SLIPWAY_CORPUS=/work/shared/corpus"
+            )
+        });
+        PathBuf::from(dir)
+    }
+
+    fn strings(v: &Value) -> BTreeMap<String, String> {
+        v.as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The unmanaged corpus solutions without missing dependencies.
+    fn installable() -> Vec<Real> {
+        let path = corpus_dir().join("expected.json");
+        let facts: serde_json::Map<String, Value> = serde_json::from_slice(
+            &std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display())),
+        )
+        .unwrap();
+        let reals: Vec<Real> = facts
+            .iter()
+            .filter(|(_, f)| f["missing_dependencies"] == 0 && f["managed"] == false)
+            .map(|(file, f)| Real {
+                file: file.clone(),
+                unique_name: f["unique_name"].as_str().unwrap().to_owned(),
+                version: f["version"].as_str().unwrap().to_owned(),
+                references: strings(&f["connection_references"]),
+                variables: strings(&f["environment_variables"]),
+            })
+            .collect();
+        // Two corpus zips can be the same solution (same unique name and
+        // version, other content): deploying the second is a redeploy of
+        // the same version, which the version rule refuses. Keep the first.
+        let mut seen = BTreeSet::new();
+        let reals: Vec<Real> = reals
+            .into_iter()
+            .filter(|r| seen.insert(r.unique_name.to_lowercase()))
+            .collect();
+        assert!(
+            reals.len() >= 40,
+            "the corpus looks incomplete: {}",
+            reals.len()
+        );
+        reals
+    }
+
+    /// A value the validator accepts for a variable of `kind`.
+    fn value_of(kind: &str) -> &'static str {
+        match kind {
+            "number" | "decimal" => "42",
+            "boolean" => "yes",
+            "json" => r#"{"source": "corpus"}"#,
+            "secret" => {
+                "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/corpus/secrets/value"
+            }
+            _ => "https://contoso.sharepoint.com/sites/corpus",
+        }
+    }
+
+    /// The deployment settings of `real` for target `env`: each reference
+    /// bound to that environment's connection of its connector.
+    fn settings(real: &Real, env: &str, connectors: &[String]) -> Value {
+        let references: Vec<Value> = real
+            .references
+            .iter()
+            .map(|(name, connector)| {
+                let n = connectors.iter().position(|c| c == connector).unwrap();
+                json!({"LogicalName": name, "ConnectionId": format!("{env}-{n}"), "ConnectorId": connector})
+            })
+            .collect();
+        let variables: Vec<Value> = real
+            .variables
+            .iter()
+            .map(|(name, kind)| json!({"SchemaName": name, "Value": value_of(kind)}))
+            .collect();
+        json!({"ConnectionReferences": references, "EnvironmentVariables": variables})
+    }
+
+    /// Deploys one solution through both stages; the problem, if any.
+    async fn through_test_and_prod(
+        w: &World,
+        pipe: &Pipe,
+        real: &Real,
+        connectors: &[String],
+    ) -> Result<String, String> {
+        let zip = std::fs::read(corpus_dir().join("solutions").join(&real.file))
+            .map_err(|e| format!("{}: {e}", real.file))?;
+        w.dataverse("dev")
+            .import_solution(&slipway_dataverse::ImportRequest::new(zip.into()))
+            .await
+            .map_err(|e| format!("{}: installing in dev failed: {e}", real.file))?;
+        let mut version = None;
+        for (stage, env) in [(0, "test"), (1, "prod")] {
+            let body = json!({"settings": settings(real, env, connectors), "notes": "corpus"});
+            let (status, run) = w
+                .deploy(&w.maker, request(pipe, stage, &real.unique_name, body))
+                .await;
+            if status != 202 {
+                return Err(format!("{} to {env}: {status} {run}", real.file));
+            }
+            let id = id_of(&run);
+            let run = w
+                .cluster
+                .wait_terminal(id, RUN_DEADLINE * 2)
+                .await
+                .map_err(|e| format!("{} to {env}: {e:#}", real.file))?;
+            if run["state"] != "succeeded" {
+                return Err(format!(
+                    "{} to {env} ended {}: {} (validation: {})",
+                    real.file, run["state"], run["reason"], run["validation"]
+                ));
+            }
+            let installed = w
+                .installed(env, &real.unique_name)
+                .await
+                .ok_or_else(|| format!("{} is not installed in {env}", real.file))?;
+            if !installed.is_managed {
+                return Err(format!("{} is unmanaged in {env}", real.file));
+            }
+            let expected = version.get_or_insert_with(|| installed.version.clone());
+            if installed.version != *expected || installed.version == real.version {
+                return Err(format!(
+                    "{} in {env} has version {}; dev had {}, test got {expected}",
+                    real.file, installed.version, real.version
+                ));
+            }
+        }
+        Ok(format!(
+            "{} {} -> {}",
+            real.unique_name,
+            real.version,
+            version.unwrap_or_default()
+        ))
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn real_solutions_deploy_through_test_and_prod() {
+        let started = Instant::now();
+        let reals = installable();
+        let connectors: Vec<String> = reals
+            .iter()
+            .flat_map(|r| r.references.values().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let w = World::start_with(&[], &connectors).await;
+        let pipe = w
+            .pipeline("Corpus", &[("Test", "test"), ("Prod", "prod")], false)
+            .await;
+        // A few at a time: two cores run the four services and the simulator.
+        let slots = tokio::sync::Semaphore::new(4);
+        let results = futures::future::join_all(reals.iter().map(|real| async {
+            let _slot = slots.acquire().await.unwrap();
+            through_test_and_prod(&w, &pipe, real, &connectors).await
+        }))
+        .await;
+        let (done, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+        for line in done.iter().flatten() {
+            eprintln!("deployed {line}");
+        }
+        let failed: Vec<String> = failed.into_iter().filter_map(Result::err).collect();
+        assert!(
+            failed.is_empty(),
+            "{} of {} real solutions did not deploy:\n{}\n{}",
+            failed.len(),
+            reals.len(),
+            failed.join("\n"),
+            w.cluster.log_hint()
+        );
+        eprintln!(
+            "{} real solutions through test and prod in {:?}",
+            reals.len(),
+            started.elapsed()
+        );
+        w.stop().await;
+    }
 }
