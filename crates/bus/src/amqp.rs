@@ -120,7 +120,7 @@ impl AmqpBus {
         }
         let name = format!("slipway-bus {} {usage:?}", self.config.prefix).to_lowercase();
         let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let connection = Connection::connect(&self.config.url, properties)
+        let connection = Connection::connect(&self.config.url_with_frame_max(), properties)
             .await
             .map_err(|source| BusError::Connect {
                 url: redact(&self.config.url),

@@ -41,6 +41,11 @@ pub struct BusConfig {
     pub publish_retry_ms: u64,
     /// How long shutdown waits for in-flight handlers before requeueing them.
     pub shutdown_grace_ms: u64,
+    /// AMQP frame size (bytes) asked of the broker when `url` names no
+    /// `frame_max`. lapin keeps 2 x 32 frames of buffer per connection, so
+    /// RabbitMQ's default 128 KiB frames cost 16 MiB per process (two
+    /// connections); longer messages are simply sent in several frames.
+    pub frame_max: u32,
 }
 
 impl Default for BusConfig {
@@ -57,11 +62,21 @@ impl Default for BusConfig {
             reconnect_max_ms: 5_000,
             publish_retry_ms: 30_000,
             shutdown_grace_ms: 10_000,
+            frame_max: 16_384,
         }
     }
 }
 
 impl BusConfig {
+    /// `url` with `frame_max` in its query unless it names one already.
+    pub(crate) fn url_with_frame_max(&self) -> String {
+        if self.url.contains("frame_max=") {
+            return self.url.clone();
+        }
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        format!("{}{sep}frame_max={}", self.url, self.frame_max)
+    }
+
     /// The wait before delivery `attempt + 1` after delivery `attempt` failed.
     pub fn retry_delay(&self, attempt: u32) -> Duration {
         let factor = 1u64
@@ -87,6 +102,23 @@ impl BusConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_max_is_asked_for_unless_the_url_names_one() {
+        let mut config = BusConfig::default();
+        assert!(
+            config
+                .url_with_frame_max()
+                .ends_with("/%2f?frame_max=16384")
+        );
+        config.url = "amqp://h/v?heartbeat=10".into();
+        assert_eq!(
+            config.url_with_frame_max(),
+            "amqp://h/v?heartbeat=10&frame_max=16384"
+        );
+        config.url = "amqp://h/v?frame_max=131072".into();
+        assert_eq!(config.url_with_frame_max(), "amqp://h/v?frame_max=131072");
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

@@ -96,3 +96,39 @@ async fn consumer_and_publisher_survive_dropped_connections() {
     );
     assert!(t.bus.drain_parked(Role::Exporter).await.unwrap().is_empty());
 }
+
+/// Small frames keep each connection's buffers small; a message many times
+/// longer than a frame still arrives whole.
+#[tokio::test]
+async fn a_message_longer_than_many_frames_arrives_whole() {
+    let t = test_bus_with(Transport::Amqp, |c| c.frame_max = 4096).await;
+    let mut sent = export_command();
+    if let slipway_messages::Message::Export(command) = &mut sent.message {
+        command.deployment.notes = Some("n".repeat(300 * 1024));
+    }
+    t.bus.publish(&sent).await.unwrap();
+    let (handler, mut seen) = recording(|_| Ok(()));
+    let (stop, task) = spawn_consumer(&t.bus, EXPORTER, handler);
+    let received = next_matching(&mut seen, "the long message", |_| true).await;
+    assert_eq!(received, sent);
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    // The broker agreed to the frame size asked for (the management API
+    // lists a connection after a moment).
+    let vhost = t.vhost.as_ref().unwrap();
+    let mut connections = Vec::new();
+    for _ in 0..100 {
+        connections = vhost.connections().await.unwrap();
+        if !connections.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !connections.is_empty(),
+        "the management API lists no connection"
+    );
+    for c in &connections {
+        assert_eq!(c["frame_max"], 4096, "{c}");
+    }
+}

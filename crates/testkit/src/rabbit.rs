@@ -81,15 +81,21 @@ impl RabbitVhost {
 
     /// Names of the client connections to this vhost, as the management API lists them.
     pub async fn connection_names(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .connections()
+            .await?
+            .iter()
+            .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_owned))
+            .collect())
+    }
+
+    /// The client connections to this vhost with what the management API
+    /// says of each (`name`, `frame_max`, `channels`...).
+    pub async fn connections(&self) -> anyhow::Result<Vec<Value>> {
         let listed = self
             .management(reqwest::Method::GET, &["vhosts", &self.name, "connections"])
             .await?;
-        Ok(listed
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_owned))
-            .collect())
+        Ok(listed.as_array().cloned().unwrap_or_default())
     }
 
     /// Deletes the vhost now (also done on drop).
