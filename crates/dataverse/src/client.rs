@@ -244,6 +244,29 @@ impl Client {
         Ok(rows.pop())
     }
 
+    /// Sets the version of the unmanaged solution `solution_id`
+    /// (`PATCH solutions(<id>)` with `{"version": ...}`; `version` is a
+    /// writable column of the solution table). Pipelines do this in the
+    /// development environment after exporting a new version, so the next
+    /// export starts from it. Only an update: an unknown id is an error,
+    /// never a new row.
+    pub async fn set_solution_version(
+        &self,
+        solution_id: Uuid,
+        version: &str,
+    ) -> Result<(), DataverseError> {
+        let body = serde_json::to_vec(&json!({ "version": version }))
+            .map_err(|e| DataverseError::Config(e.to_string()))?;
+        self.send(
+            Method::PATCH,
+            &format!("solutions({solution_id})"),
+            &[],
+            Some(Bytes::from(body)),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// `ExportSolution`: the zip of an installed solution, managed or
     /// unmanaged. The base64 answer is decoded straight into one buffer.
     pub async fn export_solution(
@@ -330,6 +353,24 @@ impl Client {
             )],
         )
         .await
+    }
+
+    /// One read of `importjobs(<id>)`, the import job an `ImportSolutionAsync`
+    /// given `ImportJobId` = `id` runs: how far the import has got. `None`
+    /// when the environment has no such job (404), e.g. before the import
+    /// has created it.
+    pub async fn import_job(&self, id: Uuid) -> Result<Option<ImportJob>, DataverseError> {
+        match self
+            .get_json(
+                &format!("importjobs({id})"),
+                &[("$select", "progress,startedon,completedon,solutionname")],
+            )
+            .await
+        {
+            Ok(job) => Ok(Some(job)),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Polls an asynchronous operation until it completes. Succeeded: the
@@ -636,6 +677,10 @@ impl Client {
             }
             if let Some(caller) = self.caller {
                 req = req.header(caller.header_name(), caller.id().to_string());
+            }
+            if method == Method::PATCH {
+                // A PATCH without it is an upsert: never create a row here.
+                req = req.header(reqwest::header::IF_MATCH, "*");
             }
             if let Some(b) = &body {
                 req = req

@@ -7,8 +7,10 @@
 //! # Layout
 //!
 //! - [`client`]: [`Client`] and its [`ClientConfig`] / [`RetryPolicy`]:
-//!   `WhoAmI`, `solutions`, `ExportSolution`, `StageSolution`,
-//!   `ImportSolutionAsync` + polling `asyncoperations(<id>)`,
+//!   `WhoAmI`, `solutions` (and a solution's version: `PATCH
+//!   solutions(<id>)`), `ExportSolution`, `StageSolution`,
+//!   `ImportSolutionAsync` + polling `asyncoperations(<id>)` and the
+//!   import's progress in `importjobs(<ImportJobId>)`,
 //!   `DeleteAndPromote`,
 //!   `environmentvariabledefinitions`, `environmentvariablevalues`,
 //!   `connectionreferences`, `connections`, the components of an installed

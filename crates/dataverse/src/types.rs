@@ -175,6 +175,25 @@ impl AsyncOperation {
     }
 }
 
+/// A row of `importjobs`: the import behind an `ImportSolutionAsync`, keyed
+/// by the `ImportJobId` it was given. Unlike the asynchronous operation it
+/// tells how far the import has got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportJob {
+    /// `progress`: a percentage, 0 to 100, that grows while the import runs.
+    #[serde(default)]
+    pub progress: Option<f64>,
+    /// `startedon` (ISO 8601, as Dataverse writes it).
+    #[serde(default, rename = "startedon")]
+    pub started_on: Option<String>,
+    /// `completedon` (ISO 8601); set once the import is over.
+    #[serde(default, rename = "completedon")]
+    pub completed_on: Option<String>,
+    /// `solutionname`: the unique name of the solution imported.
+    #[serde(default, rename = "solutionname")]
+    pub solution_name: Option<String>,
+}
+
 /// Answer of `ImportSolutionAsync`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]

@@ -24,6 +24,7 @@ use crate::config::{ClientCredentials, Config, Faults, UserConfig};
 use crate::engine::{self, ComponentParameter, ImportOptions, Platform, Refusal};
 use crate::error::{ApiError, codes};
 use crate::store::{ActingFor, Store};
+use slipway_solution::Solution;
 
 /// Largest request body accepted (a base64 solution of ~750 MB).
 const MAX_BODY: usize = 1 << 30;
@@ -322,7 +323,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/_admin/_token/stats", get(get_token_stats))
         .route("/_admin/{env}/faults", put(put_faults).get(get_faults))
         .route("/_admin/{env}/stats", get(get_stats))
-        .route("/{env}/api/data/v9.2/{resource}", get(read).post(action))
+        .route(
+            "/{env}/api/data/v9.2/{resource}",
+            get(read).post(action).patch(update),
+        )
         .fallback(no_route)
         .method_not_allowed_fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -587,6 +591,22 @@ async fn read(
         );
         return Ok(Json(Value::Object(row)));
     }
+    if let Some(id) = resource
+        .strip_prefix("importjobs(")
+        .and_then(|r| r.strip_suffix(')'))
+    {
+        let id = Uuid::parse_str(id)
+            .map_err(|_| ApiError::bad_request(format!("{id:?} is not a guid")))?;
+        let row = state.store.import_job_row(env, id).await?.ok_or_else(|| {
+            ApiError::not_found(format!("importjob With Id = {id} Does Not Exist"))
+        })?;
+        let mut row = select(row, query.get("$select"), "importjob")?;
+        row.insert(
+            "@odata.context".into(),
+            context(&headers, env, "importjobs/$entity"),
+        );
+        return Ok(Json(Value::Object(row)));
+    }
     let found = if resource == "systemusers" {
         Some(rt.user_rows())
     } else {
@@ -595,7 +615,7 @@ async fn read(
     let (columns, rows) = found.ok_or_else(|| {
         ApiError::not_found(format!(
             "Resource not found for the segment '{resource}'. The simulator serves WhoAmI, solutions, \
-             asyncoperations, environmentvariabledefinitions, environmentvariablevalues, \
+             asyncoperations, importjobs(<id>), environmentvariabledefinitions, environmentvariablevalues, \
              connectionreferences, connections, systemusers and msdyn_solutioncomponentsummaries"
         ))
     })?;
@@ -877,6 +897,85 @@ async fn action(
     }
 }
 
+/// `PATCH solutions(<id>)` with `{"version": ...}`: the version of an
+/// unmanaged solution, as pipelines set it in a development environment
+/// after exporting a new version (the zip it exports from gets the version
+/// too). A managed solution is refused: its version changes only by
+/// importing a newer one. Answers 204, as Dataverse does.
+async fn update(
+    State(state): State<Arc<AppState>>,
+    Path((env, resource)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let rt = state.guard(&env, &headers).await?;
+    rt.acting_for(&headers)?;
+    let env = rt.name.as_str();
+    let Some(id) = resource
+        .strip_prefix("solutions(")
+        .and_then(|r| r.strip_suffix(')'))
+    else {
+        return Err(ApiError::not_found(format!(
+            "Resource not found for the segment '{resource}'. The simulator updates solutions(<solutionid>) only"
+        )));
+    };
+    let id =
+        Uuid::parse_str(id).map_err(|_| ApiError::bad_request(format!("{id:?} is not a guid")))?;
+    let fields: Map<String, Value> = parse_body("solution update", &body)?;
+    let mut version = None;
+    for (name, value) in &fields {
+        match (name.as_str(), value) {
+            ("version", Value::String(v)) => version = Some(v.trim()),
+            ("version", other) => {
+                return Err(ApiError::bad_request(format!(
+                    "the solution's version must be a string like \"1.0.0.1\", got {other}"
+                )));
+            }
+            (other, _) => {
+                return Err(ApiError::bad_request(format!(
+                    "the simulator updates only the version of a solution, not '{other}'"
+                )));
+            }
+        }
+    }
+    let version = version.ok_or_else(|| {
+        ApiError::bad_request(
+            "the solution update names no column; send {\"version\": \"1.0.0.1\"}",
+        )
+    })?;
+    let parsed = slipway_solution::Version::parse(version).map_err(|e| {
+        ApiError::bad_request(format!(
+            "'{version}' is not a valid solution version ({e}); use major.minor.build.revision, e.g. 1.0.0.1"
+        ))
+    })?;
+    // One writer of a solution's zip at a time, as imports.
+    let _one_at_a_time = state.import_lock.lock().await;
+    let installed =
+        state.store.installed_by_id(env, id).await?.ok_or_else(|| {
+            ApiError::not_found(format!("solution With Id = {id} Does Not Exist"))
+        })?;
+    if installed.managed {
+        return Err(ApiError::bad_request(format!(
+            "The solution {} is managed and its version cannot be updated; a managed solution's version changes \
+             by importing a newer version, update it in the environment where it is developed",
+            installed.unique_name
+        )));
+    }
+    let zip = state
+        .store
+        .solution_zip(env, &installed.unique_name)
+        .await?
+        .ok_or_else(|| ApiError::internal("solution zip missing"))?;
+    let zip = slipway_solution::reversion(&zip, &parsed, &slipway_solution::Limits::default())
+        .map_err(ApiError::internal)?;
+    state
+        .store
+        .set_version(env, &installed.unique_name, version, &zip)
+        .await?;
+    tracing::info!(env, solution = %installed.unique_name, from = %installed.version, to = version, "solution version updated");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 fn parse_body<'a, T: Deserialize<'a>>(action: &str, body: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the {action} request body is not valid: {e}")))
@@ -1074,6 +1173,9 @@ async fn import_solution_async(
     // handler, but never leaves an operation recorded whose import never
     // runs (Dataverse does not cancel an import when its caller goes).
     let job = req.import_job_id;
+    // One reading of the faults: the delay recorded (for the import job's
+    // progress) is the one the import waits.
+    let faults = rt.faults();
     let recorded = {
         let state = state.clone();
         let rt = rt.clone();
@@ -1081,11 +1183,13 @@ async fn import_solution_async(
         tokio::spawn(async move {
             let (op_id, created) = state
                 .store
-                .create_import_operation(&env, job, acting)
+                .create_import_operation(&env, job, acting, faults.import_delay_ms)
                 .await?;
             if created {
                 tokio::spawn(async move {
-                    let failure = run_import(&state, &rt, &zip, &options, acting).await.err();
+                    let failure = run_import(&state, &rt, op_id, &faults, &zip, &options, acting)
+                        .await
+                        .err();
                     if let Err(e) = state
                         .store
                         .complete_operation(op_id, failure.as_deref())
@@ -1152,24 +1256,45 @@ async fn delete_and_promote(
     })))
 }
 
-/// The body of an import job: delay, injected failure, then the real rules.
+/// The body of import operation `op_id`: the package read (its import job
+/// names the solution), the delay, an injected failure, then the real rules.
 async fn run_import(
     state: &AppState,
     rt: &EnvRuntime,
+    op_id: Uuid,
+    faults: &Faults,
     zip: &[u8],
     options: &ImportOptions,
     acting: ActingFor,
 ) -> Result<(), String> {
-    let faults = rt.faults();
-    tokio::time::sleep(Duration::from_millis(faults.import_delay_ms)).await;
-    if let Some(message) = faults.fail_imports_with {
-        return Err(message);
+    let solution = engine::read_solution(zip);
+    if let Ok(solution) = &solution
+        && let Err(e) = state
+            .store
+            .set_import_solution(op_id, &solution.unique_name)
+            .await
+    {
+        // Only the import job's `solutionname` misses it.
+        tracing::warn!(error = %e, id = %op_id, "cannot record the solution of an import");
     }
+    tokio::time::sleep(Duration::from_millis(faults.import_delay_ms)).await;
+    if let Some(message) = &faults.fail_imports_with {
+        return Err(message.clone());
+    }
+    let solution = solution.map_err(|r| r.message)?;
     let _one_at_a_time = state.import_lock.lock().await;
-    install(&state.store, &rt.name, &rt.platform, zip, options, acting)
-        .await
-        .map(|_| ())
-        .map_err(|r| r.message)
+    install_read(
+        &state.store,
+        &rt.name,
+        &rt.platform,
+        zip,
+        &solution,
+        options,
+        acting,
+    )
+    .await
+    .map(|_| ())
+    .map_err(|r| r.message)
 }
 
 /// Checks and applies one import made for `acting` (used by the API and by
@@ -1183,10 +1308,23 @@ pub(crate) async fn install(
     acting: ActingFor,
 ) -> Result<String, Refusal> {
     let solution = engine::read_solution(zip)?;
-    let write = engine::plan_import(store, env, platform, zip, &solution, options).await?;
+    install_read(store, env, platform, zip, &solution, options, acting).await
+}
+
+/// [`install`] of a package already read into `solution`.
+async fn install_read(
+    store: &Store,
+    env: &str,
+    platform: &Platform,
+    zip: &[u8],
+    solution: &Solution,
+    options: &ImportOptions,
+    acting: ActingFor,
+) -> Result<String, Refusal> {
+    let write = engine::plan_import(store, env, platform, zip, solution, options).await?;
     store.apply_import(&write, acting).await?;
     tracing::info!(env, solution = %solution.unique_name, version = %solution.version, "solution imported");
-    Ok(solution.unique_name)
+    Ok(solution.unique_name.clone())
 }
 
 #[cfg(test)]

@@ -263,6 +263,46 @@ impl Store {
         }))
     }
 
+    /// The installed solution whose `solutionid` is `id`.
+    pub async fn installed_by_id(
+        &self,
+        env: &str,
+        id: Uuid,
+    ) -> Result<Option<Installed>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT unique_name, version, managed FROM solutions
+             WHERE env = ? AND LOWER(solution_id) = ?",
+        )
+        .bind(env)
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| Installed {
+            unique_name: r.get(0),
+            version: r.get(1),
+            managed: r.get::<i64, _>(2) != 0,
+        }))
+    }
+
+    /// A new version of an installed solution: its row and the zip it
+    /// exports from (re-versioned by the caller) change together.
+    pub async fn set_version(
+        &self,
+        env: &str,
+        name: &str,
+        version: &str,
+        zip: &[u8],
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE solutions SET version = ?, zip = ? WHERE env = ? AND unique_name = ?")
+            .bind(version)
+            .bind(zip)
+            .bind(env)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The zip an installed solution was imported from.
     pub async fn solution_zip(
         &self,
@@ -742,11 +782,14 @@ impl Store {
     /// Creates a running import operation made for `acting`, or returns the
     /// one already created for this `ImportJobId` (so a retried request does
     /// not import twice). The flag says whether it is new.
+    /// `import_delay_ms` is how long the import is set to take (for its
+    /// import job's progress).
     pub async fn create_import_operation(
         &self,
         env: &str,
         import_job_id: Option<Uuid>,
         acting: ActingFor,
+        import_delay_ms: u64,
     ) -> Result<(Uuid, bool), sqlx::Error> {
         if let Some(job) = import_job_id {
             let existing: Option<String> = sqlx::query_scalar(
@@ -763,17 +806,73 @@ impl Store {
         let id = Uuid::new_v4();
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO async_operations (id, env, import_job_id, name, statecode, statuscode,
-               created_on, created_by, created_on_behalf_by)
-             VALUES (?3, ?2, ?4, 'ImportSolutionAsync', 2, 20, ?5, {BY}, {ON_BEHALF_BY})"
+               created_on, created_by, created_on_behalf_by, import_delay_ms)
+             VALUES (?3, ?2, ?4, 'ImportSolutionAsync', 2, 20, ?5, {BY}, {ON_BEHALF_BY}, ?6)"
         )))
         .bind(acting.id())
         .bind(env)
         .bind(id.to_string())
         .bind(import_job_id.map(|j| j.to_string()))
         .bind(now())
+        .bind(i64::try_from(import_delay_ms).unwrap_or(i64::MAX))
         .execute(&self.pool)
         .await?;
         Ok((id, true))
+    }
+
+    /// Records the unique name of the solution an import operation imports.
+    pub async fn set_import_solution(&self, id: Uuid, name: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE async_operations SET solution_name = ? WHERE id = ?")
+            .bind(name)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The `importjobs` row of the import started with `ImportJobId` = `job`:
+    /// `progress` is how much of the simulated import's duration has passed
+    /// (at most 99 while it runs, as the install itself comes last), 100
+    /// once it is over.
+    pub async fn import_job_row(
+        &self,
+        env: &str,
+        job: Uuid,
+    ) -> Result<Option<Map<String, Value>>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT created_on, completed_on, solution_name, import_delay_ms
+             FROM async_operations WHERE env = ? AND import_job_id = ?",
+        )
+        .bind(env)
+        .bind(job.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| {
+            let started: String = r.get(0);
+            let completed: Option<String> = r.get(1);
+            let delay_ms: Option<i64> = r.get(3);
+            let progress = match &completed {
+                Some(_) => 100.0,
+                None => {
+                    running_progress(&started, delay_ms.unwrap_or(0), OffsetDateTime::now_utc())
+                }
+            };
+            let mut out = Map::new();
+            out.insert("importjobid".into(), Value::String(job.to_string()));
+            out.insert(
+                "solutionname".into(),
+                r.get::<Option<String>, _>(2)
+                    .map_or(Value::Null, Value::String),
+            );
+            out.insert("progress".into(), json!(progress));
+            out.insert("startedon".into(), Value::String(started.clone()));
+            out.insert(
+                "completedon".into(),
+                completed.map_or(Value::Null, Value::String),
+            );
+            out.insert("createdon".into(), Value::String(started));
+            out
+        }))
     }
 
     /// Completes an operation: succeeded (30) or failed (31) with a message.
@@ -810,6 +909,22 @@ impl Store {
         .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// The progress (0 to 99, two decimals) of an import started at `started`
+/// (RFC 3339) and set to take `delay_ms`, at `now`. An import set to take
+/// no time is as far as it gets before its install.
+fn running_progress(started: &str, delay_ms: i64, now: OffsetDateTime) -> f64 {
+    const RUNNING_MAX: f64 = 99.0;
+    let Ok(started) = OffsetDateTime::parse(started, &Rfc3339) else {
+        return 0.0;
+    };
+    if delay_ms <= 0 {
+        return RUNNING_MAX;
+    }
+    let elapsed_ms = (now - started).whole_milliseconds().max(0) as f64;
+    let percent = (elapsed_ms / delay_ms as f64 * 100.0).min(RUNNING_MAX);
+    (percent * 100.0).round() / 100.0
 }
 
 /// `asyncoperations` rows, in [`ASYNC_COLUMNS`] order.

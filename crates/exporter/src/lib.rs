@@ -3,6 +3,15 @@
 //! files, stores them in the content-addressed artifact store, and hands the
 //! validator a command naming them.
 //!
+//! Like Power Platform pipelines, it then moves the solution in the source
+//! (development) environment on to the exported version, when that is
+//! higher than the one it had (`PATCH solutions(<id>)`): the next
+//! deployment without a version bumps from there instead of producing the
+//! same version again. The version the source had before is reported with
+//! the artifact (`source_version`, the run's "dev current version"). An
+//! environment refusing the update does not fail the run (the artifact is
+//! good); the event says so, and why.
+//!
 //! A deployment that does not name real environments
 //! ([`slipway_messages::Deployment::is_real`] is false) gets the placeholder
 //! step instead: it derives the artifact's identity from the deployment and
@@ -16,8 +25,12 @@
 //!
 //! Redelivery is safe: exporting the same version again stores the same (or
 //! an equally valid) pair of files, and storing bytes already stored is a
-//! no-op. The exporter never touches the database and never logs
-//! credentials.
+//! no-op; the source's version is updated last, so a failure before it
+//! leaves the source as it was and the retry picks the same version. (A
+//! command without a version that is redelivered *after* the update, e.g.
+//! because its events could not be published, bumps once more, as a new
+//! deployment would: a higher version, never a repeated one.) The exporter
+//! never touches the database and never logs credentials.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -153,12 +166,71 @@ impl ExporterStep {
             solution = name,
             environment = env,
             version = %artifact.version,
+            source_version = %installed.version,
             managed_sha256 = %artifact.managed_sha256,
             unmanaged_sha256 = %artifact.unmanaged_sha256,
             managed_bytes,
             "exported"
         );
-        Ok(next_is_validate(cmd, artifact))
+        // Last, so that nothing after it can fail and retry the export.
+        let not_moved = move_source_on(&client, &installed, &version, env).await?;
+        let mut done = next_is_validate(cmd, artifact, Some(installed.version.clone()));
+        done.detail = not_moved;
+        Ok(done)
+    }
+}
+
+/// Sets the solution's version in the source environment to `version` when
+/// that is higher than the one it has, so the next export without a
+/// version bumps from there. A transient failure retries the step (the
+/// source is unchanged, so the retry exports the same version); a refusal
+/// leaves the source as it is and returns what to tell the maker.
+async fn move_source_on(
+    client: &slipway_dataverse::Client,
+    installed: &InstalledSolution,
+    version: &Version,
+    env: &str,
+) -> Result<Option<String>, Stop> {
+    let name = installed.unique_name.as_str();
+    let current = match Version::parse(&installed.version) {
+        Ok(current) if *version <= current => return Ok(None),
+        Ok(_) => installed.version.as_str(),
+        // Nothing to compare with: leave it, and say so.
+        Err(_) => {
+            return Ok(Some(format!(
+                "exported {version}; the version of {name} in {env} stays {:?}, which is not a solution version; \
+                 set it there by hand",
+                installed.version
+            )));
+        }
+    };
+    match client
+        .set_solution_version(installed.solution_id, &version.to_string())
+        .await
+    {
+        Ok(()) => {
+            tracing::info!(solution = name, environment = env, from = current, to = %version, "source version updated");
+            Ok(None)
+        }
+        Err(err) if err.is_transient() => Err(dataverse_stop(
+            env,
+            &format!("update the version of {name} to {version}"),
+            err,
+        )),
+        Err(err) => {
+            let reason = match err {
+                DataverseError::Api {
+                    status, message, ..
+                } => format!("it refused ({status}): {message}"),
+                other => other.to_string(),
+            };
+            tracing::warn!(solution = name, environment = env, %reason, "source version not updated");
+            Ok(Some(format!(
+                "exported {version}, but the version of {name} in {env} stays {current}: {reason}; \
+                 the next deployment without a version gets {version} again, so give one, \
+                 or let the environment's user update solutions"
+            )))
+        }
     }
 }
 
@@ -289,11 +361,17 @@ fn stamp(
     Ok(stamped)
 }
 
-/// Done: the event carries `artifact` and the validator gets it next.
-fn next_is_validate(cmd: &ExportCommand, artifact: ArtifactRef) -> StepDone {
+/// Done: the event carries `artifact` (and the version the source had
+/// before) and the validator gets it next.
+fn next_is_validate(
+    cmd: &ExportCommand,
+    artifact: ArtifactRef,
+    source_version: Option<String>,
+) -> StepDone {
     StepDone::succeeded(
         Some(StepOutcome::Exported {
             artifact: artifact.clone(),
+            source_version,
         }),
         Some(Message::Validate(ValidateCommand {
             deployment: cmd.deployment.clone(),
@@ -317,7 +395,7 @@ fn placeholder(cmd: &ExportCommand) -> StepDone {
         version,
         managed_bytes: 0,
     };
-    next_is_validate(cmd, artifact)
+    next_is_validate(cmd, artifact, None)
 }
 
 #[cfg(test)]
@@ -402,6 +480,55 @@ mod tests {
         ));
         assert!(!retry);
         assert!(r.contains("ExportSolution"), "{r}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_version_update_leaves_the_source_and_says_why() {
+        use slipway_dataverse::{Client, ClientConfig, Credentials, ImportRequest};
+        let mut config = slipway_envsim::Config::in_memory();
+        config.dev_tokens = vec!["t".into()];
+        config.environments = vec![slipway_envsim::config::EnvironmentConfig::new("dev")];
+        let sim = slipway_envsim::EnvSim::start(config).await.unwrap();
+        let mut c = ClientConfig::new(sim.env_url("dev"), Credentials::StaticToken("t".into()));
+        c.poll_interval = Duration::from_millis(20);
+        let client = Client::new(c).unwrap();
+        // Managed: the simulator refuses its update as Dataverse would.
+        let zip = SolutionZip::new("Vendor", "3.0.0.0").managed(true).build();
+        client
+            .import_solution(&ImportRequest::new(Bytes::from(zip)))
+            .await
+            .unwrap();
+        let installed = client.solution("Vendor").await.unwrap().unwrap();
+
+        let to = |v: &str| Version::parse(v).unwrap();
+        let note = move_source_on(&client, &installed, &to("3.0.0.1"), "dev")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            note.starts_with("exported 3.0.0.1, but the version of Vendor in dev stays 3.0.0.0: it refused (400):")
+                && note.contains("give one"),
+            "{note}"
+        );
+        assert_eq!(
+            client.solution("Vendor").await.unwrap().unwrap().version,
+            "3.0.0.0"
+        );
+        // Not higher: nothing asked, nothing to say.
+        for same_or_lower in ["3.0", "2.9.9.9"] {
+            let asked = move_source_on(&client, &installed, &to(same_or_lower), "dev").await;
+            assert!(matches!(asked, Ok(None)), "{same_or_lower}: {asked:?}");
+        }
+        let mut odd = installed.clone();
+        odd.version = "banana".into();
+        let note = move_source_on(&client, &odd, &to("1.0.0.1"), "dev")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            note.contains("\"banana\"") && note.contains("by hand"),
+            "{note}"
+        );
     }
 
     #[test]

@@ -100,6 +100,19 @@ impl Harness {
         self.step.run(&export_envelope(deployment)).await
     }
 
+    /// The solution as dev has it installed now.
+    async fn dev_solution(&self, name: &str) -> slipway_dataverse::InstalledSolution {
+        Client::new(ClientConfig::new(
+            self.sim.env_url("dev"),
+            Credentials::StaticToken(DEV_TOKEN.into()),
+        ))
+        .unwrap()
+        .solution(name)
+        .await
+        .unwrap()
+        .unwrap()
+    }
+
     /// A store opened afresh on the same folder: what the validator sees.
     async fn reopened_store(&self) -> ArtifactStore {
         ArtifactStore::open(artifacts_dir(&self.dir).to_str().unwrap())
@@ -140,8 +153,17 @@ fn contoso(version: &str) -> Vec<u8> {
 /// The artifact a successful export reports, after checking the event and
 /// the next command agree on it.
 fn exported(done: &StepDone, deployment: &Deployment) -> ArtifactRef {
+    exported_from(done, deployment).0
+}
+
+/// [`exported`] with the version the source had before the export.
+fn exported_from(done: &StepDone, deployment: &Deployment) -> (ArtifactRef, Option<String>) {
     assert_eq!(done.report, StepReport::Succeeded, "{:?}", done.detail);
-    let Some(StepOutcome::Exported { artifact }) = &done.outcome else {
+    let Some(StepOutcome::Exported {
+        artifact,
+        source_version,
+    }) = &done.outcome
+    else {
         panic!("expected an Exported outcome, got {:?}", done.outcome);
     };
     assert_eq!(
@@ -152,7 +174,7 @@ fn exported(done: &StepDone, deployment: &Deployment) -> ArtifactRef {
         }))
     );
     assert_eq!(done.next_delay, None);
-    artifact.clone()
+    (artifact.clone(), source_version.clone())
 }
 
 /// Reads a stored file back (sha256 checked by the store) as a solution.
@@ -200,15 +222,11 @@ async fn exports_both_files_with_the_requested_version() {
         .join(&artifact.managed_sha256);
     assert_eq!(std::fs::read(on_disk).unwrap(), managed_bytes);
 
-    // Exporting does not change what dev has installed.
-    let dev = Client::new(ClientConfig::new(
-        h.sim.env_url("dev"),
-        Credentials::StaticToken(DEV_TOKEN.into()),
-    ))
-    .unwrap();
-    let installed = dev.solution("ContosoApp").await.unwrap().unwrap();
-    assert_eq!(installed.version, "1.0.0.0");
+    // Dev moves on to the exported version, and stays unmanaged.
+    let installed = h.dev_solution("ContosoApp").await;
+    assert_eq!(installed.version, "1.2.0.0");
     assert!(!installed.is_managed);
+    assert_eq!(done.detail, None, "nothing to tell the maker");
 }
 
 #[tokio::test]
@@ -218,8 +236,9 @@ async fn without_a_version_the_installed_revision_is_bumped() {
     let deployment = h.deployment("ContosoApp", None);
 
     let done = h.export(deployment.clone()).await.unwrap();
-    let artifact = exported(&done, &deployment);
+    let (artifact, source_version) = exported_from(&done, &deployment);
     assert_eq!(artifact.version, "1.2.3.5");
+    assert_eq!(source_version.as_deref(), Some("1.2.3.4"));
     let store = h.reopened_store().await;
     let (_, managed) = read_back(&store, &artifact.managed_sha256).await;
     let (_, unmanaged) = read_back(&store, &artifact.unmanaged_sha256).await;
@@ -227,6 +246,44 @@ async fn without_a_version_the_installed_revision_is_bumped() {
     assert_eq!(unmanaged.version.to_string(), "1.2.3.5");
     assert!(managed.managed);
     assert!(!unmanaged.managed);
+}
+
+#[tokio::test]
+async fn the_source_moves_on_so_the_next_export_bumps_again() {
+    let h = Harness::start().await;
+    h.install("dev", contoso("1.0.0.0")).await;
+    let deployment = h.deployment("ContosoApp", None);
+
+    let (first, before_first) =
+        exported_from(&h.export(deployment.clone()).await.unwrap(), &deployment);
+    assert_eq!(first.version, "1.0.0.1");
+    assert_eq!(before_first.as_deref(), Some("1.0.0.0"));
+    let dev = h.dev_solution("ContosoApp").await;
+    assert_eq!(dev.version, "1.0.0.1", "dev has the exported version now");
+    assert!(!dev.is_managed);
+
+    let (second, before_second) =
+        exported_from(&h.export(deployment.clone()).await.unwrap(), &deployment);
+    assert_eq!(second.version, "1.0.0.2", "never the same version twice");
+    assert_eq!(before_second.as_deref(), Some("1.0.0.1"));
+    assert_eq!(h.dev_solution("ContosoApp").await.version, "1.0.0.2");
+    let (_, unmanaged) = read_back(&h.reopened_store().await, &second.unmanaged_sha256).await;
+    assert_eq!(unmanaged.version.to_string(), "1.0.0.2");
+}
+
+#[tokio::test]
+async fn a_version_not_higher_than_the_source_leaves_it_alone() {
+    let h = Harness::start().await;
+    h.install("dev", contoso("2.0.0.0")).await;
+    for asked in ["1.5.0.0", "2.0"] {
+        let deployment = h.deployment("ContosoApp", Some(asked));
+        let done = h.export(deployment.clone()).await.unwrap();
+        let (artifact, before) = exported_from(&done, &deployment);
+        assert_eq!(artifact.version, asked);
+        assert_eq!(before.as_deref(), Some("2.0.0.0"));
+        assert_eq!(done.detail, None);
+        assert_eq!(h.dev_solution("ContosoApp").await.version, "2.0.0.0");
+    }
 }
 
 #[tokio::test]
@@ -241,11 +298,13 @@ async fn the_solution_is_found_by_its_unique_name_in_any_case() {
     assert_eq!(managed.unique_name, "ContosoApp");
 }
 
+/// With the version settled (given, as the gateway gives it for every
+/// target of a fan-out): a redelivery after dev moved on exports the same.
 #[tokio::test]
 async fn a_redelivered_command_gives_the_same_artifact() {
     let h = Harness::start().await;
     h.install("dev", contoso("2.0.0.0")).await;
-    let deployment = h.deployment("ContosoApp", None);
+    let deployment = h.deployment("ContosoApp", Some("2.0.0.1"));
     let envelope = export_envelope(deployment.clone());
 
     let first = exported(&h.step.run(&envelope).await.unwrap(), &deployment);
@@ -254,6 +313,7 @@ async fn a_redelivered_command_gives_the_same_artifact() {
     let second = exported(&h.step.run(&redelivered).await.unwrap(), &deployment);
     assert_eq!(first, second);
     assert_eq!(second.version, "2.0.0.1");
+    assert_eq!(h.dev_solution("ContosoApp").await.version, "2.0.0.1");
 
     let store = h.reopened_store().await;
     let (_, managed) = read_back(&store, &second.managed_sha256).await;
@@ -449,8 +509,12 @@ async fn a_deployment_without_environments_gets_the_placeholder_artifact() {
         .run(&export_envelope(placeholder_deployment("Contoso", None)))
         .await
         .unwrap();
-    let Some(StepOutcome::Exported { artifact }) = done.outcome else {
-        panic!("expected an Exported outcome");
+    let Some(StepOutcome::Exported {
+        artifact,
+        source_version: None,
+    }) = done.outcome
+    else {
+        panic!("expected an Exported outcome without a source version");
     };
     assert_eq!(artifact.version, "1.0.0.0");
     assert_eq!(

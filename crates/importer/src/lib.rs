@@ -12,8 +12,11 @@
 //!   ([`import_job_id`]), reports the import as in progress and sends itself
 //!   a *poll*, delayed by `environments.import_poll_ms`;
 //! - each *poll* reads the asynchronous operation once: still running, it
-//!   reports progress and sends the next poll after a doubling pause capped
-//!   by `environments.import_poll_max_ms` ([`poll_delay`]); over, it reports
+//!   reads how far the import has got from the import job
+//!   (`importjobs(<ImportJobId>)`, its `progress` percentage; a failure to
+//!   read it only leaves the percentage out), reports progress and sends
+//!   the next poll after a doubling pause capped by
+//!   `environments.import_poll_max_ms` ([`poll_delay`]); over, it reports
 //!   success or the environment's own failure message.
 //!
 //! A stage's deploy-as ([`Deployment::deploy_as`]) makes the start act for
@@ -154,6 +157,7 @@ impl ImporterStep {
     /// One look at a running import.
     async fn poll(
         &self,
+        run_id: Uuid,
         id: Uuid,
         cmd: &ImportCommand,
         target: &EnvironmentAccess,
@@ -185,24 +189,31 @@ impl ImporterStep {
                 );
             }
         };
-        Ok(self.polled(id, cmd, target, &operation))
+        let percent = if operation.is_completed() {
+            None
+        } else {
+            let job_id = import_job_id(run_id, &cmd.artifact, &target.url);
+            import_percent(&client, job_id, &target.name).await
+        };
+        Ok(self.polled(id, cmd, target, &operation, percent))
     }
 
-    /// What a poll that read `operation` reports.
+    /// What a poll that read `operation` (and, while it runs, the import
+    /// job's `percent`) reports.
     fn polled(
         &self,
         id: Uuid,
         cmd: &ImportCommand,
         target: &EnvironmentAccess,
         operation: &AsyncOperation,
+        percent: Option<f64>,
     ) -> StepDone {
         if !operation.is_completed() {
-            tracing::debug!(async_operation_id = %id, status = %operation.statuscode, polls = cmd.polls, "import still running");
+            tracing::debug!(async_operation_id = %id, status = %operation.statuscode, polls = cmd.polls, ?percent, "import still running");
             return StepDone::in_progress(
                 Some(StepOutcome::ImportProgress {
                     async_operation_id: id,
-                    // asyncoperations carry no percentage.
-                    percent: None,
+                    percent,
                 }),
                 Message::Import(ImportCommand {
                     polls: cmd.polls.saturating_add(1),
@@ -316,7 +327,7 @@ impl Step for ImporterStep {
         };
         match cmd.async_operation_id {
             None => self.start(envelope.run_id, cmd, target).await,
-            Some(id) => self.poll(id, cmd, target).await,
+            Some(id) => self.poll(envelope.run_id, id, cmd, target).await,
         }
     }
 
@@ -361,6 +372,27 @@ pub async fn acting_client(
             e,
             &format!("cannot find {identity} (the stage's deploy-as) in {target}"),
         )),
+    }
+}
+
+/// How far the import with job `job_id` has got, in percent (0 to 100), as
+/// its import job says. The percentage is a nicety: when it cannot be read
+/// (the job not there yet, the environment refusing or failing) the poll
+/// goes on without it, and the operation alone decides the outcome.
+async fn import_percent(client: &Client, job_id: Uuid, target: &str) -> Option<f64> {
+    match client.import_job(job_id).await {
+        Ok(Some(job)) => job
+            .progress
+            .filter(|p| p.is_finite())
+            .map(|p| p.clamp(0.0, 100.0)),
+        Ok(None) => {
+            tracing::debug!(%job_id, target, "no import job yet; no percentage this time");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(%job_id, target, error = %e, "cannot read the import's progress; going on without a percentage");
+            None
+        }
     }
 }
 

@@ -266,6 +266,92 @@ async fn start_then_polls_import_the_artifact_at_its_version() {
     assert!(installed.is_managed);
 }
 
+fn progress_percent(done: &StepDone) -> Option<f64> {
+    match &done.outcome {
+        Some(StepOutcome::ImportProgress { percent, .. }) => *percent,
+        other => panic!("expected import progress, got {other:?} in {done:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_polls_of_a_slow_import_report_its_growing_percentage() {
+    let fx = Fixture::with_faults(Faults {
+        import_delay_ms: 1_200,
+        ..Faults::default()
+    })
+    .await;
+    let step = fx.step(100, 100);
+    let artifact = fx.artifact(contoso("1.0.0.0").build(), "1.0.0.0").await;
+
+    let results = drive(
+        &step,
+        Uuid::now_v7(),
+        start_command(fx.deployment("Contoso", None), artifact),
+    )
+    .await;
+
+    assert_eq!(
+        progress_percent(&results[0]),
+        None,
+        "the start reports no percentage yet"
+    );
+    let last = results.last().unwrap();
+    assert_eq!(last.report, StepReport::Succeeded, "{last:?}");
+    let percents: Vec<f64> = results[1..results.len() - 1]
+        .iter()
+        .map(|poll| progress_percent(poll).expect("every poll of a running import has one"))
+        .collect();
+    assert!(
+        percents.len() >= 5,
+        "a 1.2 s import polled every 100 ms: {percents:?}"
+    );
+    // The last may be 100: the import job can finish between the read of
+    // the operation and the read of the job (Dataverse's job also reaches
+    // 100 before its operation completes).
+    assert!(
+        percents.iter().all(|p| (0.0..=100.0).contains(p)),
+        "a percentage: {percents:?}"
+    );
+    assert!(
+        percents.windows(2).all(|w| w[0] <= w[1]),
+        "the percentage never goes back: {percents:?}"
+    );
+    assert!(
+        percents[0] < 50.0 && percents[percents.len() - 1] > 50.0,
+        "it grows with the import: {percents:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_poll_that_cannot_read_the_import_job_goes_on_without_a_percentage() {
+    let fx = Fixture::with_faults(Faults {
+        import_delay_ms: 60_000,
+        ..Faults::default()
+    })
+    .await;
+    let step = fx.step(10, 10);
+    let artifact = fx.artifact(contoso("1.0.0.0").build(), "1.0.0.0").await;
+    let start = step
+        .run(&Envelope::new(
+            Uuid::now_v7(),
+            start_command(fx.deployment("Contoso", None), artifact),
+        ))
+        .await
+        .unwrap();
+    let poll = start.next.unwrap();
+
+    // Polled under another run id, the poll names an import job the
+    // environment does not have (404): the operation alone decides.
+    let done = step
+        .run(&Envelope::new(Uuid::now_v7(), poll))
+        .await
+        .unwrap();
+
+    assert_eq!(done.report, StepReport::InProgress, "{done:?}");
+    assert_eq!(progress_percent(&done), None);
+    assert!(done.next.is_some());
+}
+
 #[tokio::test]
 async fn a_stage_deploy_as_imports_as_that_user_or_service_principal() {
     let fx = Fixture::start().await;

@@ -426,7 +426,15 @@ pub struct RunEvent {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StepOutcome {
     /// The exporter stored the artifact (or found it stored).
-    Exported { artifact: ArtifactRef },
+    Exported {
+        artifact: ArtifactRef,
+        /// The solution's version in the source environment before this
+        /// export (Power Platform's "dev current version"); the exporter
+        /// moves the source on to the artifact's version when that is
+        /// higher. `None` from placeholder work and older exporters.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source_version: Option<String>,
+    },
     /// The validator's findings about `artifact`; with verdict `passed`
     /// the run imports exactly that artifact.
     Validated {
@@ -611,6 +619,37 @@ mod tests {
         v["kind"] = "launch_rockets".into();
         let err = Envelope::decode(v.to_string().as_bytes()).unwrap_err();
         assert!(err.to_string().contains("launch_rockets"), "{err}");
+    }
+
+    #[test]
+    fn the_source_version_of_an_export_is_optional_on_the_wire() {
+        let artifact = ArtifactRef {
+            managed_sha256: "m".into(),
+            unmanaged_sha256: "u".into(),
+            version: "1.0.0.2".into(),
+            managed_bytes: 7,
+        };
+        // An event written before the field existed still parses.
+        let old = serde_json::json!({"type": "exported", "artifact": artifact});
+        assert_eq!(
+            serde_json::from_value::<StepOutcome>(old.clone()).unwrap(),
+            StepOutcome::Exported {
+                artifact: artifact.clone(),
+                source_version: None
+            }
+        );
+        let none = StepOutcome::Exported {
+            artifact: artifact.clone(),
+            source_version: None,
+        };
+        assert_eq!(serde_json::to_value(&none).unwrap(), old);
+        let some = StepOutcome::Exported {
+            artifact,
+            source_version: Some("1.0.0.1".into()),
+        };
+        let v = serde_json::to_value(&some).unwrap();
+        assert_eq!(v["source_version"], "1.0.0.1");
+        assert_eq!(serde_json::from_value::<StepOutcome>(v).unwrap(), some);
     }
 
     #[test]
