@@ -121,7 +121,8 @@ pub fn router(gateway: Gateway) -> Router {
             "/api/v1/webhooks/{id}/deliveries",
             get(webhooks::webhook_deliveries),
         )
-        .merge(slipway_webui::router())
+        // The page may connect to the identity provider, for sign-in.
+        .merge(slipway_webui::router_with(gateway.signin.ui_options()))
         .fallback(not_found)
         .layer(axum::middleware::map_response(json_errors))
         .with_state(gateway)
@@ -271,6 +272,16 @@ pub struct RunView {
     /// violations, the component diff against the target.
     #[schema(value_type = Option<Object>)]
     pub validation: Option<slipway_messages::ValidationReport>,
+    /// The solution's version in the source (development) environment
+    /// before this run exported it ("dev current version"); the export
+    /// moved the source on to the artifact's version when that was higher.
+    /// `null` when the run did not export (a later stage, a redeployment).
+    pub source_version: Option<String>,
+    /// How far the import has got: the percentage the target environment
+    /// last reported (`null` while it reported none; 100 once the import
+    /// succeeded), how many times the importer reported on it, and when.
+    /// `null` until the import starts.
+    pub import_progress: Option<slipway_store::ImportProgress>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: time::OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -296,6 +307,8 @@ impl From<Run> for RunView {
             gates: run.gates,
             artifact: run.artifact,
             validation: run.validation,
+            source_version: run.source_version,
+            import_progress: run.import_progress,
             created_at: run.created_at,
             updated_at: run.updated_at,
         }
@@ -509,6 +522,15 @@ async fn submit_all(
     let scheduled_at = parse_when("scheduled_at", req.scheduled_at.as_deref())?;
     let route = route_of(&gw, &caller, &req).await?;
     let mut version = req.version.clone();
+    if let Some((_, stage)) = &route.through
+        && stage.previous_stage_id.is_none()
+        && route.targets.len() > 1
+        && version.as_deref().is_none_or(|v| v.trim().is_empty())
+    {
+        // One version for every target, though each exports on its own.
+        let name = req.solution_name.trim();
+        version = Some(crate::runs::fan_out_version(&gw, &route.source, name).await?);
+    }
     let mut planned = Vec::with_capacity(route.targets.len());
     for target in &route.targets {
         let (new, first) =

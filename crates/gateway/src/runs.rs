@@ -134,6 +134,56 @@ pub async fn plan(
     })
 }
 
+/// The version every target of a fan-out from a first stage deploys when
+/// the request names none: the source's installed version with its
+/// revision bumped, as the exporter would choose it. Settled once, here:
+/// each target's run exports on its own and the first export moves the
+/// source on to its version, so left to the exporters the targets would
+/// get different versions, and the next stage (which takes a version only
+/// once every target has it) none of them.
+pub async fn fan_out_version(
+    gw: &Gateway,
+    source: &str,
+    solution: &str,
+) -> Result<String, ApiError> {
+    let env = gw.store.environment_by_name(source).await?.ok_or_else(|| {
+        ApiError::Conflict(format!("environment {source} is no longer registered"))
+    })?;
+    let timeout = std::time::Duration::from_millis(gw.config.environment_check_timeout_ms);
+    let installed = crate::admin::ask_environment(timeout, &env, |client| async move {
+        client.solution(solution).await
+    })
+    .await
+    .map_err(|e| {
+        ApiError::BadGateway(format!(
+            "environment {source} did not say which version of {solution} it has: {e}; \
+             give the version to deploy to every target"
+        ))
+    })?
+    .ok_or_else(|| {
+        ApiError::invalid(
+            "solution_name",
+            format!(
+                "solution {solution} is not in environment {source}; check the unique name (not the display name)"
+            ),
+        )
+    })?;
+    slipway_solution::Version::parse(&installed.version)
+        .map(|v| {
+            v.bump(slipway_solution::VersionPart::Revision)
+                .to_string()
+        })
+        .map_err(|e| {
+            ApiError::invalid(
+                "version",
+                format!(
+                    "solution {solution} in {source} has version {:?}, which cannot be bumped ({e}); give the version to deploy",
+                    installed.version
+                ),
+            )
+        })
+}
+
 fn same_version(a: &str, b: &str) -> bool {
     match (
         slipway_solution::Version::parse(a),

@@ -63,6 +63,12 @@ struct OidcSignIn {
     client_id: String,
     scope: String,
     discovery_url: String,
+    /// The issuer's origin: the page reads the discovery document there
+    /// when the gateway could not.
+    issuer_origin: Option<String>,
+    /// The token endpoint's origin, once a discovery document named it;
+    /// read on every page load (so not behind the async `cache` lock).
+    token_origin: std::sync::Mutex<Option<String>>,
     http: reqwest::Client,
     cache: Mutex<Discovery>,
 }
@@ -141,6 +147,8 @@ impl SignIn {
                     "{}/.well-known/openid-configuration",
                     issuer.trim_end_matches('/')
                 ),
+                issuer_origin: origin_of(issuer),
+                token_origin: std::sync::Mutex::new(None),
                 http,
                 cache: Mutex::new(Discovery::default()),
             }),
@@ -166,6 +174,41 @@ impl SignIn {
         };
         AuthConfigView { token: true, oidc }
     }
+
+    /// The origins the web UI must be allowed to connect to for sign-in:
+    /// the issuer's, and the token endpoint's once the discovery document
+    /// has named it. None without OIDC sign-in.
+    pub fn connect_origins(&self) -> Vec<String> {
+        let Some(oidc) = &self.oidc else {
+            return Vec::new();
+        };
+        let token = oidc
+            .token_origin
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        oidc.issuer_origin.iter().cloned().chain(token).collect()
+    }
+
+    /// The web UI's options: its Content-Security-Policy lets the page
+    /// reach [`SignIn::connect_origins`], asked on each page load (the
+    /// token endpoint becomes known when the discovery document is read).
+    pub fn ui_options(self: &std::sync::Arc<Self>) -> slipway_webui::UiOptions {
+        if self.oidc.is_none() {
+            return slipway_webui::UiOptions::default();
+        }
+        let signin = self.clone();
+        slipway_webui::UiOptions {
+            connect_origins: Vec::new(),
+            more_connect_origins: Some(std::sync::Arc::new(move || signin.connect_origins())),
+        }
+    }
+}
+
+/// The origin (`scheme://host[:port]`) of an http(s) URL.
+fn origin_of(url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url).ok()?;
+    matches!(url.scheme(), "http" | "https").then(|| url.origin().ascii_serialization())
 }
 
 impl OidcSignIn {
@@ -183,6 +226,11 @@ impl OidcSignIn {
         if !fresh && !resting {
             match self.fetch().await {
                 Ok(endpoints) => {
+                    *self
+                        .token_origin
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        origin_of(&endpoints.token);
                     cache.endpoints = Some(endpoints);
                     cache.fetched_at = Some(Instant::now());
                     cache.failed_at = None;
@@ -292,6 +340,42 @@ mod tests {
         config.oidc_scope = String::new();
         let err = SignIn::from_config(&config).unwrap_err().to_string();
         assert!(err.contains("auth.oidc_scope"), "{err}");
+    }
+
+    #[test]
+    fn the_page_may_connect_to_the_issuer_and_then_the_token_endpoint() {
+        let none = std::sync::Arc::new(SignIn::default());
+        assert!(none.connect_origins().is_empty());
+        assert!(
+            !none
+                .ui_options()
+                .content_security_policy()
+                .contains("https:")
+        );
+
+        let signin = std::sync::Arc::new(SignIn::from_config(&oidc_config()).unwrap());
+        assert_eq!(signin.connect_origins(), ["https://login.example.test"]);
+        let options = signin.ui_options();
+        // The discovery document names a token endpoint elsewhere: the
+        // next page load may post there.
+        let oidc = signin.oidc.as_ref().unwrap();
+        *oidc.token_origin.lock().unwrap() = origin_of("https://tokens.example.test:8443/t/token");
+        assert_eq!(
+            signin.connect_origins(),
+            [
+                "https://login.example.test",
+                "https://tokens.example.test:8443"
+            ]
+        );
+        let csp = options.content_security_policy();
+        assert!(
+            csp.contains(
+                "connect-src 'self' https://login.example.test https://tokens.example.test:8443;"
+            ),
+            "{csp}"
+        );
+        assert_eq!(origin_of("ftp://files.example.test/x"), None);
+        assert_eq!(origin_of("not a url"), None);
     }
 
     #[test]

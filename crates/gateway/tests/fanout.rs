@@ -21,6 +21,7 @@ use uuid::Uuid;
 on_both_databases!(
     a_stage_without_a_named_target_fans_out_to_every_target,
     a_version_goes_on_only_once_every_target_has_it,
+    a_first_stage_fan_out_settles_one_version_from_the_source,
 );
 
 /// `dev` and a pipeline from it: `Test` (test), then `Prod` (prod-eu and
@@ -137,6 +138,7 @@ impl World {
                 StepStatus::Succeeded,
                 Some(StepOutcome::Exported {
                     artifact: artifact.clone(),
+                    source_version: Some("1.0.0.0".into()),
                 }),
             ),
             event(Step::Validate, StepStatus::Started, None),
@@ -183,6 +185,8 @@ async fn a_stage_without_a_named_target_fans_out_to_every_target(db: Db) {
         "the Test stage deploys with the environment's credentials: {first}"
     );
     w.succeed(&id(&first), "1.0.0.1").await;
+    // What the exporter said dev had before the export.
+    assert_eq!(w.run(&id(&first)).await["source_version"], "1.0.0.0");
 
     // Prod has two targets and none is named: one run per target.
     let settings = json!({"EnvironmentVariables": [{"SchemaName": "cts_Url", "Value": "https://prod"}], "ConnectionReferences": []});
@@ -218,6 +222,7 @@ async fn a_stage_without_a_named_target_fans_out_to_every_target(db: Db) {
         );
         assert_eq!(run["requested_by"], "maker");
         assert_eq!(run["state"], "requested");
+        assert_eq!(run["source_version"], Value::Null, "nothing exported yet");
     }
     assert_ne!(runs[0]["id"], runs[1]["id"]);
 
@@ -275,6 +280,57 @@ async fn a_stage_without_a_named_target_fans_out_to_every_target(db: Db) {
         "{}",
         doc["components"]["schemas"]["Submitted"]
     );
+    w.gw.stop().await;
+}
+
+/// A first stage with several targets and no version in the request: the
+/// gateway asks the source once for the version all targets get (each run
+/// exports on its own). A source it cannot ask refuses the request, naming
+/// the way around it; with a version, it is not asked.
+async fn a_first_stage_fan_out_settles_one_version_from_the_source(db: Db) {
+    let w = world(db).await;
+    let a = &w.gw.admin;
+    let dev = a.env("dev2", "development").await;
+    let (one, two) = (a.env("qa-1", "target").await, a.env("qa-2", "target").await);
+    let pipeline = a.pipeline("QA", &[&dev]).await;
+    let stage = a.stage(&pipeline, "QA", None, &[&one, &two]).await;
+    a.share(&pipeline, "user", "maker").await;
+    let body = |extra: Value| {
+        let mut b = json!({
+            "solution_name": "Contoso",
+            "pipeline_id": pipeline,
+            "stage_id": stage,
+            "source_environment": "dev2",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    // The test environments' credentials cannot be resolved.
+    let refused = w.maker.post("/api/v1/deployments", body(json!({}))).await;
+    assert_eq!(refused.status, 502, "{}", refused.text);
+    let message = refused.body["error"].as_str().unwrap();
+    assert!(
+        message.contains("environment dev2 did not say which version of Contoso it has")
+            && message.contains("give the version to deploy to every target"),
+        "{message}"
+    );
+    // One named target exports alone: nothing to settle.
+    w.maker
+        .post(
+            "/api/v1/deployments",
+            body(json!({"target_environment": "qa-1"})),
+        )
+        .await
+        .ok(202);
+    let both = w
+        .maker
+        .post("/api/v1/deployments", body(json!({"version": "2.0.0.0"})))
+        .await
+        .ok(202);
+    assert_eq!(both["deployment"]["version"], "2.0.0.0");
+    assert_eq!(both["fan_out"].as_array().unwrap().len(), 1, "{both}");
     w.gw.stop().await;
 }
 

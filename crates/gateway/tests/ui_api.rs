@@ -671,6 +671,23 @@ async fn discovery_server() -> (
     (base, hits, task)
 }
 
+/// The `connect-src` sources of the web UI page's Content-Security-Policy.
+async fn connect_src(gw: &common::Gw) -> Vec<String> {
+    let page = gw.anonymous().get("/ui/").await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    let directive = csp
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("connect-src "))
+        .unwrap_or_else(|| panic!("no connect-src in {csp}"));
+    directive
+        .split_whitespace()
+        .skip(1)
+        .map(str::to_owned)
+        .collect()
+}
+
 async fn browsers_learn_how_to_sign_in(db: Db) {
     use std::sync::atomic::Ordering;
     // Without OIDC: tokens only. No credentials needed to ask.
@@ -679,6 +696,8 @@ async fn browsers_learn_how_to_sign_in(db: Db) {
         plain.anonymous().get("/api/v1/auth/config").await.ok(200),
         json!({"token": true, "oidc": null})
     );
+    // The page may connect to the gateway alone.
+    assert_eq!(connect_src(&plain).await, ["'self'"]);
     plain.stop().await;
 
     let (base, hits, server) = discovery_server().await;
@@ -710,6 +729,9 @@ async fn browsers_learn_how_to_sign_in(db: Db) {
         1,
         "the discovery document is cached"
     );
+    // The page may also connect to the provider (token endpoint, discovery),
+    // and nowhere else.
+    assert_eq!(connect_src(&gw).await, ["'self'".to_owned(), base.clone()]);
     gw.stop().await;
 
     // A document naming another issuer is not believed: no endpoints, and

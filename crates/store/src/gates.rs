@@ -376,6 +376,8 @@ mod tests {
                 managed_bytes: 1,
             }),
             validation: None,
+            source_version: None,
+            import_progress: None,
             created_at: time::OffsetDateTime::UNIX_EPOCH,
             updated_at: time::OffsetDateTime::UNIX_EPOCH,
         }

@@ -58,8 +58,8 @@ pub use audit::{AuditAction, AuditQuery, AuditRecord, AuditVerification, NewAudi
 pub use error::StoreError;
 pub use gates::Gate;
 pub use model::{
-    Applied, Backend, CancelOutcome, GateDecision, HistoryEntry, HistoryKind, NewRun, OutboxItem,
-    Run, RunFilter, RunGates, RunState,
+    Applied, Backend, CancelOutcome, GateDecision, HistoryEntry, HistoryKind, ImportProgress,
+    NewRun, OutboxItem, Run, RunFilter, RunGates, RunState,
 };
 pub use webhooks::{
     DeliveryStatus, DueDelivery, NewWebhook, Webhook, WebhookDelivery, WebhookEvent,
@@ -93,6 +93,10 @@ pub(crate) type RunRow = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<String>,
+    Option<f64>,
+    Option<i64>,
+    Option<i64>,
 );
 type HistoryRow = (
     i64,
@@ -109,7 +113,8 @@ type HistoryRow = (
 /// The columns of a [`RunRow`], in its order (`SELECT {RUN_COLUMNS} FROM runs ...`).
 macro_rules! run_columns {
     () => {
-        "id, state, deployment, requested_by, reason, created_at, updated_at, gates, artifact, validation"
+        "id, state, deployment, requested_by, reason, created_at, updated_at, gates, artifact, validation, source_version, \
+         import_percent, import_polls, import_progress_at"
     };
 }
 pub(crate) use run_columns;
@@ -500,6 +505,8 @@ impl Store {
         let mut moved: BTreeMap<&str, Option<String>> = BTreeMap::new();
         let mut applied = Vec::with_capacity(events.len());
         let mut audits = Vec::new();
+        // The import progress each importing run reported in this batch.
+        let mut progress: BTreeMap<&str, ProgressReports> = BTreeMap::new();
         for ((_, run_id, event), message_id) in events.iter().zip(message_ids) {
             let Some(current) = runs.get(run_id.as_str()).copied() else {
                 applied.push(Applied::UnknownRun);
@@ -511,6 +518,13 @@ impl Store {
             }
             recorded.insert(message_id.clone());
             history.push(NewHistory::event(run_id, event, message_id));
+            if let Some(StepOutcome::Exported {
+                source_version: Some(version),
+                ..
+            }) = &event.outcome
+            {
+                record_source_version(&mut tx, run_id, version).await?;
+            }
             let mut next = current.after(event);
             if let Some(StepOutcome::Validated { artifact, report }) = &event.outcome {
                 // Keep what was validated, whatever the verdict.
@@ -531,6 +545,9 @@ impl Store {
                         Verdict::Failed => RunState::Failed,
                     });
                 }
+            }
+            if current == RunState::Importing || next == Some(RunState::Importing) {
+                ProgressReports::add(&mut progress, run_id, event);
             }
             let Some(to) = next else {
                 applied.push(Applied::Recorded);
@@ -561,6 +578,7 @@ impl Store {
             .filter_map(|(id, reason)| Some((*id, *runs.get(id)?, reason.as_deref())))
             .collect();
         update_runs(&mut tx, now, &moves).await?;
+        record_import_progress(&mut tx, now, &progress).await?;
         audit::append(&mut tx, self.backend, now, &audits).await?;
         tx.commit().await?;
         tracing::debug!(?applied, "run events applied");
@@ -754,6 +772,89 @@ async fn record_validation(
         .bind(to_json("validation report", report)?)
         .execute(&mut **tx)
         .await?;
+    Ok(())
+}
+
+/// The source's version before the run's export; the first export
+/// reported wins (a redelivered export may see the source moved on).
+async fn record_source_version(
+    tx: &mut Transaction<'static, Any>,
+    run_id: &str,
+    version: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE runs SET source_version = $2 WHERE id = $1 AND source_version IS NULL")
+        .bind(run_id)
+        .bind(version)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// What the importer reported on one run's running import in a batch.
+#[derive(Debug, Default)]
+struct ProgressReports {
+    /// Progress reports (`started` events with an `import_progress` outcome).
+    reports: i64,
+    /// The latest percentage given, if any; 100 when the import succeeded.
+    percent: Option<f64>,
+}
+
+impl ProgressReports {
+    /// Counts `event` of a run that is importing, if it tells the import's
+    /// progress or its success.
+    fn add<'a>(progress: &mut BTreeMap<&'a str, Self>, run_id: &'a str, event: &RunEvent) {
+        if event.step != Some(slipway_messages::Step::Import) {
+            return;
+        }
+        match (&event.outcome, event.status) {
+            (Some(StepOutcome::ImportProgress { percent, .. }), StepStatus::Started) => {
+                let reports = progress.entry(run_id).or_default();
+                reports.reports += 1;
+                // A report without a percentage keeps the last one.
+                if let Some(p) = percent.filter(|p| p.is_finite()) {
+                    reports.percent = Some(p.clamp(0.0, 100.0));
+                }
+            }
+            (_, StepStatus::Succeeded) => {
+                progress.entry(run_id).or_default().percent = Some(100.0);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Adds a batch's import progress reports to the runs' progress columns.
+async fn record_import_progress(
+    tx: &mut Transaction<'static, Any>,
+    at: i64,
+    progress: &BTreeMap<&str, ProgressReports>,
+) -> Result<(), StoreError> {
+    let rows: Vec<(&str, &ProgressReports)> = progress.iter().map(|(id, p)| (*id, p)).collect();
+    for chunk in rows.chunks(MARK_CHUNK) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|row| {
+                let first = 2 + row * 3;
+                // Typed, so a list of NULL percentages is still a number.
+                format!(
+                    "(${first}, CAST(${} AS DOUBLE PRECISION), CAST(${} AS BIGINT))",
+                    first + 1,
+                    first + 2
+                )
+            })
+            .collect();
+        // Only numbered placeholders are spliced in; the values are bound.
+        let sql = format!(
+            "UPDATE runs SET import_percent = COALESCE(v.column2, runs.import_percent), \
+             import_polls = COALESCE(runs.import_polls, 0) + v.column3, \
+             import_progress_at = $1 FROM (VALUES {}) AS v WHERE runs.id = v.column1",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(at);
+        for (id, reports) in chunk {
+            query = query.bind(*id).bind(reports.percent).bind(reports.reports);
+        }
+        query.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
@@ -1048,8 +1149,24 @@ pub(crate) fn run_from_row(row: RunRow) -> Result<Run, StoreError> {
         gates,
         artifact,
         validation,
+        source_version,
+        import_percent,
+        import_polls,
+        import_progress_at,
     ) = row;
     Ok(Run {
+        source_version,
+        import_progress: import_progress_at
+            .map(|at| -> Result<ImportProgress, StoreError> {
+                Ok(ImportProgress {
+                    percent: import_percent,
+                    polls: import_polls
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(0),
+                    updated_at: from_millis(at)?,
+                })
+            })
+            .transpose()?,
         gates: json_column("run gates", &id, gates)?.unwrap_or_default(),
         artifact: json_column("run artifact", &id, artifact)?,
         validation: json_column("validation report", &id, validation)?,

@@ -228,6 +228,22 @@ impl RunGates {
     }
 }
 
+/// A run's latest import progress, from the importer's reports while the
+/// run imports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ImportProgress {
+    /// 0 to 100, as the environment's import job last said; `None` while
+    /// it has said nothing (a report without a percentage keeps the last
+    /// one). 100 once the import succeeded.
+    pub percent: Option<f64>,
+    /// How many times the importer reported on the running import: once
+    /// when it started it, then once per check.
+    pub polls: u32,
+    /// When the latest report (or the import's success) was recorded.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
 /// A run as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
@@ -242,6 +258,14 @@ pub struct Run {
     pub artifact: Option<ArtifactRef>,
     /// The latest validation report.
     pub validation: Option<slipway_messages::ValidationReport>,
+    /// The solution's version in the source environment before this run
+    /// exported it (the exporter then moved the source on); `None` when
+    /// the run did not export (yet).
+    #[serde(default)]
+    pub source_version: Option<String>,
+    /// How far the import has got, once the importer reported on it.
+    #[serde(default)]
+    pub import_progress: Option<ImportProgress>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]

@@ -78,6 +78,7 @@ on_both_backends!(
     duplicates_within_and_across_batches_are_recorded_once,
     a_batch_with_a_command_writes_nothing,
     concurrent_batches_from_two_replicas_never_double_transition,
+    the_source_version_of_the_first_export_is_kept,
 );
 
 fn deployment() -> Deployment {
@@ -394,6 +395,51 @@ async fn happy_path_ends_succeeded(fx: &Fixture) {
     // Retrying after the end changes nothing either.
     let retry = event(run, Some(Step::Import), StepStatus::Retrying, Some("429"));
     assert_eq!(store.apply_event(&retry).await.unwrap(), Applied::Recorded);
+}
+
+/// The exporter's `source_version` lands on the run; a later export of the
+/// same run (a redelivery, after the source moved on) does not replace it.
+async fn the_source_version_of_the_first_export_is_kept(fx: &Fixture) {
+    let store = &fx.store;
+    let (run, _) = start_run(store).await;
+    assert_eq!(
+        store.get_run(run).await.unwrap().unwrap().source_version,
+        None
+    );
+    let exported = |source_version: Option<&str>, version: &str| {
+        let mut ev = event(run, Some(Step::Export), StepStatus::Succeeded, None);
+        if let Message::RunEvent(e) = &mut ev.message {
+            e.outcome = Some(slipway_messages::StepOutcome::Exported {
+                artifact: slipway_messages::ArtifactRef {
+                    managed_sha256: "a".repeat(64),
+                    unmanaged_sha256: "b".repeat(64),
+                    version: version.into(),
+                    managed_bytes: 1,
+                },
+                source_version: source_version.map(Into::into),
+            });
+        }
+        ev
+    };
+    // Placeholder work reports none: nothing recorded.
+    store.apply_event(&exported(None, "1.0.0.1")).await.unwrap();
+    assert_eq!(
+        store.get_run(run).await.unwrap().unwrap().source_version,
+        None
+    );
+    store
+        .apply_event(&exported(Some("1.0.0.0"), "1.0.0.1"))
+        .await
+        .unwrap();
+    store
+        .apply_event(&exported(Some("1.0.0.1"), "1.0.0.2"))
+        .await
+        .unwrap();
+    let kept = store.get_run(run).await.unwrap().unwrap();
+    assert_eq!(kept.source_version.as_deref(), Some("1.0.0.0"));
+    assert_eq!(kept.state, RunState::Validating);
+    let listed = store.list_runs(10).await.unwrap();
+    assert_eq!(listed[0].source_version.as_deref(), Some("1.0.0.0"));
 }
 
 async fn redelivered_event_is_a_duplicate(fx: &Fixture) {
