@@ -528,11 +528,10 @@ async fn test_then_prod_reusing_the_artifact(w: &World) {
             "{step} once: {history:#?}"
         );
     }
-    assert_eq!(
-        w.installed("dev", name).await.unwrap().version,
-        "1.0.0.0",
-        "the source is left as it was"
-    );
+    // Dev moved on to the exported version; the run keeps what it had.
+    let dev = w.installed("dev", name).await.unwrap();
+    assert_eq!((dev.version.as_str(), dev.is_managed), ("1.0.0.1", false));
+    assert_eq!(run["source_version"], "1.0.0.0", "{run:#}");
 
     // Prod with a version that never succeeded in Test: refused too.
     let (status, refused) = w
@@ -595,6 +594,23 @@ async fn test_then_prod_reusing_the_artifact(w: &World) {
         assert_eq!(parsed.unique_name, name);
         assert_eq!(parsed.version.to_string(), "1.0.0.1");
         assert_eq!(parsed.managed, managed, "{kind}");
+    }
+}
+
+/// Two deployments without a version to the same stage: the first export
+/// moves dev on to its version, so the second bumps from there (1.0.0.1,
+/// then 1.0.0.2) instead of repeating a version the target refuses.
+async fn deploying_again_without_a_version_bumps_again(w: &World) {
+    let name = "Again";
+    w.install_in_dev(&solution(name, "agn")).await;
+    let pipe = w.pipeline("Again", &[("Test", "test")], false).await;
+    for (version, before) in [("1.0.0.1", "1.0.0.0"), ("1.0.0.2", "1.0.0.1")] {
+        let id = w.submit(&pipe, 0, name, json!({})).await;
+        let run = w.wait_end(id, "succeeded").await;
+        assert_eq!(run["artifact"]["version"], version, "{run:#}");
+        assert_eq!(run["source_version"], before, "{run:#}");
+        assert_eq!(w.installed("test", name).await.unwrap().version, version);
+        assert_eq!(w.installed("dev", name).await.unwrap().version, version);
     }
 }
 
@@ -1185,6 +1201,10 @@ async fn deployments_through_stages_gates_and_failures() {
     let w = World::start(&["approvals", "uat", "eu", "us"]).await;
     tokio::join!(
         timed("test then prod", test_then_prod_reusing_the_artifact(&w)),
+        timed(
+            "again without a version",
+            deploying_again_without_a_version_bumps_again(&w)
+        ),
         timed(
             "missing dependencies",
             missing_dependencies_fail_validation(&w)

@@ -622,6 +622,11 @@ impl World {
     /// Starts the cluster (with one of each worker when `workers`) and the
     /// simulator, and registers the environments.
     async fn start(workers: bool) -> World {
+        World::start_with(workers, BTreeMap::new()).await
+    }
+
+    /// [`World::start`] with extra `SLIPWAY__...` variables for the services.
+    async fn start_with(workers: bool, env: BTreeMap<String, String>) -> World {
         let dir = tempfile::Builder::new()
             .prefix("slipway-ui-")
             .tempdir()
@@ -640,8 +645,8 @@ impl World {
             target_env("prod"),
         ];
         let options = ClusterOptions {
+            env,
             start_workers: workers,
-            ..ClusterOptions::default()
         };
         let (cluster, sim) = tokio::join!(Cluster::start(options), EnvSim::start(config));
         let (cluster, sim) = (cluster.unwrap(), sim.unwrap());
@@ -1439,4 +1444,597 @@ async fn main_pages_fit_a_phone_width() {
     b.close().await;
     w.stop().await;
     eprintln!("phone test: {:?}", started.elapsed());
+}
+
+// ------------------------------------------------------------------ sign-in with an identity provider
+
+/// The client id the UI signs in as, and the audience of its tokens.
+const OIDC_CLIENT: &str = "slipway-ui-e2e";
+const OIDC_AUDIENCE: &str = "api://slipway-ui-e2e";
+/// The test-only key pair the auth crate's tests use (never a real key).
+const OIDC_KID: &str = "test-rsa-1";
+const OIDC_PEM: &str = include_str!("../crates/auth/tests/keys/test-only-rsa-1.pem");
+const OIDC_JWK: &str = include_str!("../crates/auth/tests/keys/test-only-rsa-1.jwk.json");
+
+/// What the provider answers a browser sent to `/authorize`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Signs the person in: a code for the PKCE challenge.
+    SignIn,
+    /// The person declined: `error=access_denied`.
+    Refuse,
+    /// A code, with a `state` the tab did not send (a forged or crossed answer).
+    WrongState,
+}
+
+/// A code the provider issued, waiting to be traded for a token.
+#[derive(Debug)]
+struct Grant {
+    challenge: String,
+    redirect_uri: String,
+}
+
+#[derive(Debug)]
+struct IdpState {
+    issuer: String,
+    /// The gateway's origin, once known: redirects go only to its `/ui/`,
+    /// and only it may read token answers (CORS).
+    gateway: Option<String>,
+    answer: Answer,
+    subject: String,
+    groups: Vec<String>,
+    codes: BTreeMap<String, Grant>,
+    /// Requests the provider refused, and why: a browser only shows an
+    /// error page or a message, the test says which rule broke.
+    refused: Vec<String>,
+    token_requests: usize,
+    /// The access tokens issued.
+    issued: Vec<String>,
+}
+
+type Shared = std::sync::Arc<std::sync::Mutex<IdpState>>;
+
+/// A small OpenID provider on 127.0.0.1 for one person: discovery,
+/// `/authorize` (no login page: it answers at once, as `Answer` says),
+/// `/token` (authorization code with PKCE S256, CORS for the gateway) and
+/// `/jwks`. The token endpoint is on a second port, so a second origin:
+/// the UI's Content-Security-Policy must name it, as with providers whose
+/// token endpoint is on another host than the issuer.
+struct Idp {
+    issuer: String,
+    token_origin: String,
+    state: Shared,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// `base` with `pairs` as its query, for a redirect.
+fn with_query(base: &str, pairs: &[(&str, &str)]) -> String {
+    let mut url = reqwest::Url::parse(base).unwrap();
+    url.query_pairs_mut().extend_pairs(pairs);
+    url.to_string()
+}
+
+fn redirect(to: &str) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (
+        axum::http::StatusCode::FOUND,
+        [(axum::http::header::LOCATION, to.to_owned())],
+    )
+        .into_response()
+}
+
+impl Idp {
+    async fn start(subject: &str, groups: &[&str]) -> Idp {
+        use axum::routing::get;
+        let issuer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let token_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", issuer_listener.local_addr().unwrap());
+        let token_origin = format!("http://{}", token_listener.local_addr().unwrap());
+        let state: Shared = std::sync::Arc::new(std::sync::Mutex::new(IdpState {
+            issuer: issuer.clone(),
+            gateway: None,
+            answer: Answer::SignIn,
+            subject: subject.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            codes: BTreeMap::new(),
+            refused: Vec::new(),
+            token_requests: 0,
+            issued: Vec::new(),
+        }));
+        let discovery = json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/authorize"),
+            "token_endpoint": format!("{token_origin}/token"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "code_challenge_methods_supported": ["S256"],
+        });
+        let jwks = json!({"keys": [serde_json::from_str::<Value>(OIDC_JWK).unwrap()]});
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || async move { axum::Json(discovery) }),
+            )
+            .route("/authorize", get(authorize))
+            .route(
+                "/token",
+                axum::routing::post(token).options(token_preflight),
+            )
+            .route("/jwks", get(move || async move { axum::Json(jwks) }))
+            .with_state(state.clone());
+        let tasks = [issuer_listener, token_listener]
+            .into_iter()
+            .map(|listener| {
+                let app = app.clone();
+                tokio::spawn(async move { axum::serve(listener, app).await.unwrap() })
+            })
+            .collect();
+        Idp {
+            issuer,
+            token_origin,
+            state,
+            tasks,
+        }
+    }
+
+    /// The gateway's `auth.*` settings for this provider.
+    fn gateway_env(&self) -> BTreeMap<String, String> {
+        [
+            ("SLIPWAY__AUTH__OIDC_ISSUER", self.issuer.clone()),
+            ("SLIPWAY__AUTH__OIDC_AUDIENCE", OIDC_AUDIENCE.to_owned()),
+            (
+                "SLIPWAY__AUTH__OIDC_JWKS_URL",
+                format!("{}/jwks", self.issuer),
+            ),
+            ("SLIPWAY__AUTH__OIDC_CLIENT_ID", OIDC_CLIENT.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdpState> {
+        self.state.lock().unwrap()
+    }
+
+    fn stop(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// `GET /authorize`: checks the request as a provider does, then sends the
+/// browser back to the UI with a code (or an error).
+async fn authorize(
+    axum::extract::State(state): axum::extract::State<Shared>,
+    axum::extract::Query(q): axum::extract::Query<BTreeMap<String, String>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let mut s = state.lock().unwrap();
+    let arg = |name: &str| q.get(name).map(String::as_str).unwrap_or_default();
+    let expected_redirect = s.gateway.as_ref().map(|g| format!("{g}/ui/"));
+    let problem = if arg("response_type") != "code" {
+        Some(format!(
+            "response_type {:?} is not \"code\"",
+            arg("response_type")
+        ))
+    } else if arg("client_id") != OIDC_CLIENT {
+        Some(format!("unknown client_id {:?}", arg("client_id")))
+    } else if Some(arg("redirect_uri")) != expected_redirect.as_deref() {
+        Some(format!(
+            "redirect_uri {:?} is not the registered {expected_redirect:?}",
+            arg("redirect_uri")
+        ))
+    } else if arg("code_challenge_method") != "S256" || arg("code_challenge").len() != 43 {
+        Some(format!(
+            "PKCE needs code_challenge_method S256 and a 43-character challenge, got {:?} and {:?}",
+            arg("code_challenge_method"),
+            arg("code_challenge")
+        ))
+    } else if arg("state").is_empty() {
+        Some("no state".to_owned())
+    } else if !arg("scope").split(' ').any(|s| s == "openid") {
+        Some(format!("scope {:?} lacks openid", arg("scope")))
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        s.refused.push(format!("/authorize: {problem}"));
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            format!("test provider: {problem}"),
+        )
+            .into_response();
+    }
+    let back = arg("redirect_uri");
+    match s.answer {
+        Answer::Refuse => redirect(&with_query(
+            back,
+            &[
+                ("error", "access_denied"),
+                ("error_description", "The person declined to sign in"),
+                ("state", arg("state")),
+            ],
+        )),
+        answer => {
+            let code = Uuid::new_v4().to_string();
+            s.codes.insert(
+                code.clone(),
+                Grant {
+                    challenge: arg("code_challenge").to_owned(),
+                    redirect_uri: back.to_owned(),
+                },
+            );
+            let state_back = if answer == Answer::WrongState {
+                format!("{}-not-yours", arg("state"))
+            } else {
+                arg("state").to_owned()
+            };
+            redirect(&with_query(
+                back,
+                &[("code", &code), ("state", &state_back)],
+            ))
+        }
+    }
+}
+
+/// The CORS headers of a token answer: only the gateway's page may read it.
+fn cors(s: &IdpState, headers: &axum::http::HeaderMap) -> Vec<(axum::http::HeaderName, String)> {
+    use axum::http::header;
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if s.gateway.as_deref() != Some(origin) {
+        return Vec::new();
+    }
+    vec![
+        (header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.to_owned()),
+        (header::ACCESS_CONTROL_ALLOW_METHODS, "POST".to_owned()),
+        (
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            "content-type".to_owned(),
+        ),
+        (header::VARY, "Origin".to_owned()),
+    ]
+}
+
+/// `OPTIONS /token`: the CORS preflight, should the browser send one.
+async fn token_preflight(
+    axum::extract::State(state): axum::extract::State<Shared>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let s = state.lock().unwrap();
+    let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
+    for (name, value) in cors(&s, &headers) {
+        response.headers_mut().insert(name, value.parse().unwrap());
+    }
+    response
+}
+
+/// `POST /token`: trades a code for an RS256 access token when the code,
+/// the redirect URI, the client and the PKCE verifier all match.
+async fn token(
+    axum::extract::State(state): axum::extract::State<Shared>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Form(form): axum::extract::Form<BTreeMap<String, String>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    use sha2::Digest as _;
+    let mut s = state.lock().unwrap();
+    s.token_requests += 1;
+    let arg = |name: &str| form.get(name).cloned().unwrap_or_default();
+    let grant = s.codes.remove(&arg("code"));
+    let problem = match &grant {
+        _ if arg("grant_type") != "authorization_code" => {
+            Some(format!("grant_type {:?}", arg("grant_type")))
+        }
+        None => Some(format!("unknown or used code {:?}", arg("code"))),
+        Some(g) if g.redirect_uri != arg("redirect_uri") => Some(format!(
+            "redirect_uri {:?} differs from the authorization request's {:?}",
+            arg("redirect_uri"),
+            g.redirect_uri
+        )),
+        _ if arg("client_id") != OIDC_CLIENT => Some(format!("client_id {:?}", arg("client_id"))),
+        Some(g)
+            if b64url(&sha2::Sha256::digest(arg("code_verifier").as_bytes())) != g.challenge =>
+        {
+            Some("code_verifier does not match the code_challenge".to_owned())
+        }
+        Some(_) => None,
+    };
+    let cors = cors(&s, &headers);
+    let mut response = match problem {
+        Some(problem) => {
+            s.refused.push(format!("/token: {problem}"));
+            (
+                axum::http::StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": "invalid_grant", "error_description": problem})),
+            )
+                .into_response()
+        }
+        None => {
+            let now = unix_now();
+            let claims = json!({
+                "iss": s.issuer,
+                "aud": OIDC_AUDIENCE,
+                "sub": s.subject,
+                "groups": s.groups,
+                "iat": now,
+                "nbf": now,
+                "exp": now + 600,
+            });
+            let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+            header.kid = Some(OIDC_KID.to_owned());
+            let key = jsonwebtoken::EncodingKey::from_rsa_pem(OIDC_PEM.as_bytes()).unwrap();
+            let access = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+            s.issued.push(access.clone());
+            axum::Json(json!({
+                "access_token": access,
+                "token_type": "Bearer",
+                "expires_in": 600,
+                "scope": "openid profile",
+            }))
+            .into_response()
+        }
+    };
+    for (name, value) in cors {
+        response.headers_mut().insert(name, value.parse().unwrap());
+    }
+    response
+}
+
+/// A person signs in with their organization's identity provider: the UI
+/// sends them there, trades the code (PKCE) for a token at the provider's
+/// token endpoint (another origin, allowed by the page's policy) and uses
+/// it for the API: the Pipelines page lists what is shared with their
+/// group. A refusal and an answer that is not the tab's leave them on the
+/// sign-in page with a message, no code traded.
+#[tokio::test(flavor = "multi_thread")]
+async fn people_sign_in_with_their_organization() {
+    let started = Instant::now();
+    let subject = "oidc-person@contoso.example";
+    let idp = Idp::start(subject, &["release-team"]).await;
+    let w = World::start_with(false, idp.gateway_env()).await;
+    let gateway = w.cluster.gateway_url.trim_end_matches('/').to_owned();
+    idp.lock().gateway = Some(gateway.clone());
+
+    // The group may deploy what is shared with it.
+    let (status, grant) =
+        send(w.cluster.http.post(w.url("/api/v1/role-grants")).json(
+            &json!({"principal": {"kind": "group", "name": "release-team"}, "role": "maker"}),
+        ))
+        .await;
+    assert_eq!(status, 201, "grant maker to release-team: {grant}");
+    let (shared, _) = w
+        .pipeline("Team releases", &[("Test", "test", false)])
+        .await;
+    let (hidden, _) = w.pipeline("Payroll", &[("Prod", "prod", false)]).await;
+    let (status, body) = send(
+        w.cluster
+            .http
+            .post(w.url(&format!("/api/v1/pipelines/{shared}/shares")))
+            .json(&json!({"kind": "group", "name": "release-team"})),
+    )
+    .await;
+    assert_eq!(status, 200, "share with release-team: {body}");
+
+    // The page may connect to the issuer and the token endpoint, nowhere
+    // else (the token endpoint once the gateway has read the discovery
+    // document, which the sign-in page makes it do).
+    let (status, config) = send(w.cluster.http.get(w.url("/api/v1/auth/config"))).await;
+    assert_eq!(status, 200, "{config}");
+    assert_eq!(
+        config["oidc"]["token_endpoint"],
+        format!("{}/token", idp.token_origin),
+        "{config}"
+    );
+    let page = w.cluster.http.get(w.url("/ui/")).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains(&format!(
+            "connect-src 'self' {} {};",
+            idp.issuer, idp.token_origin
+        )),
+        "{csp}"
+    );
+
+    let b = w.browser().await;
+    let token_in_tab = async || {
+        b.js("return sessionStorage.getItem('slipway.token')", vec![])
+            .await
+    };
+
+    // 1. The person declines at the provider.
+    idp.lock().answer = Answer::Refuse;
+    b.open("/").await;
+    b.wait_heading("Sign in to Slipway").await;
+    let button = b.button("main", "Sign in with your organization").await;
+    b.follow(&button, "Sign in with your organization").await;
+    b.wait_text("#status", "Sign-in was refused by the identity provider")
+        .await;
+    b.wait_text("#status", "The person declined to sign in")
+        .await;
+    b.wait_heading("Sign in to Slipway").await;
+    assert_eq!(b.route().await, "/signin");
+    assert_eq!(token_in_tab().await, Value::Null, "{}", b.context().await);
+
+    // 2. An answer whose state is not the one this tab sent: its code is
+    // never traded.
+    idp.lock().answer = Answer::WrongState;
+    let button = b.button("main", "Sign in with your organization").await;
+    b.follow(&button, "Sign in with your organization").await;
+    b.wait_text("#status", "does not belong to this tab").await;
+    b.wait_heading("Sign in to Slipway").await;
+    assert_eq!(token_in_tab().await, Value::Null, "{}", b.context().await);
+    assert_eq!(idp.lock().token_requests, 0, "a code was traded");
+    let url = b.client.current_url().await.unwrap();
+    assert_eq!(
+        url.query(),
+        None,
+        "the code stays in the address bar: {url}"
+    );
+
+    // 3. Signed in: the UI trades the code and uses the token.
+    idp.lock().answer = Answer::SignIn;
+    let button = b.button("main", "Sign in with your organization").await;
+    b.follow(&button, "Sign in with your organization").await;
+    b.wait_heading("Pipelines").await;
+    b.wait_css("button#signout").await;
+    b.wait_text("#who", subject).await;
+    b.wait_text(
+        &format!("section.card[data-pipeline=\"{shared}\"] h2"),
+        "Team releases",
+    )
+    .await;
+    let cards = b
+        .js(
+            "return [...document.querySelectorAll('[data-pipeline]')].map((e) => e.dataset.pipeline)",
+            vec![],
+        )
+        .await;
+    assert_eq!(cards, json!([shared.to_string()]), "{}", b.context().await);
+    assert!(!cards.to_string().contains(&hidden.to_string()));
+    let url = b.client.current_url().await.unwrap();
+    assert_eq!(
+        url.query(),
+        None,
+        "the code stays in the address bar: {url}"
+    );
+    assert_eq!(b.route().await, "/");
+
+    // The tab holds exactly the provider's token, and the API takes it as
+    // an OIDC caller with the group's role.
+    let (issued, refused) = {
+        let s = idp.lock();
+        (s.issued.clone(), s.refused.clone())
+    };
+    assert_eq!(
+        issued.len(),
+        1,
+        "tokens issued: {issued:?}; refused: {refused:?}"
+    );
+    assert_eq!(token_in_tab().await, json!(issued[0]));
+    let me = b
+        .js(
+            "return fetch('/api/v1/me', {headers: {Authorization: 'Bearer ' + sessionStorage.getItem('slipway.token')}})
+               .then((r) => r.json())",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        me,
+        json!({"subject": subject, "groups": ["release-team"], "roles": ["maker"], "authenticated_by": "oidc"}),
+    );
+    // The refusals were the two the test asked for, none of the UI's making:
+    // only the forged state's code is left untraded.
+    assert_eq!(
+        refused,
+        Vec::<String>::new(),
+        "the provider refused requests"
+    );
+    assert_eq!(idp.lock().codes.len(), 1, "the forged answer's code");
+
+    b.close().await;
+    w.stop().await;
+    idp.stop();
+    eprintln!("oidc sign-in test: {:?}", started.elapsed());
+}
+
+// ------------------------------------------------------------------ import progress
+
+/// A slow import shows its real percentage on the run page: the
+/// `<progress id="import-progress">` takes the value of the run's
+/// `import_progress` (read by the importer from the target's import job)
+/// and grows with the import.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_run_page_shows_a_slow_imports_percentage() {
+    let env = BTreeMap::from([
+        (
+            "SLIPWAY__ENVIRONMENTS__IMPORT_POLL_MS".to_owned(),
+            "200".to_owned(),
+        ),
+        (
+            "SLIPWAY__ENVIRONMENTS__IMPORT_POLL_MAX_MS".to_owned(),
+            "400".to_owned(),
+        ),
+    ]);
+    let w = World::start_with(true, env).await;
+    let name = "Receipts";
+    w.install_in_dev(&solution(name, "rcp")).await;
+    let (pipeline, _) = w.pipeline("Receipts", &[("Test", "test", false)]).await;
+    let maker = w.person("ui-progress-maker", &["maker"]).await;
+    w.share(pipeline, &maker).await;
+    w.sim
+        .set_faults(
+            "test",
+            slipway_envsim::Faults {
+                import_delay_ms: 8_000,
+                ..slipway_envsim::Faults::default()
+            },
+        )
+        .unwrap();
+
+    let b = w.browser().await;
+    b.sign_in(&maker.token).await;
+    b.open(&format!("/deploy/{pipeline}")).await;
+    let run = deploy_through_the_form(&b, name, "Test", "slow import", None).await;
+    let shown_value = async || {
+        b.js(
+            "const p = document.getElementById('import-progress');
+             return p && p.hasAttribute('value') ? p.value : null;",
+            vec![],
+        )
+        .await
+        .as_f64()
+    };
+    let first = b
+        .poll(
+            "a percentage on the import's bar",
+            RUN_DEADLINE,
+            async || shown_value().await.filter(|p| *p > 0.0),
+        )
+        .await;
+    assert!(first < 100.0, "{first}");
+    assert_eq!(
+        b.js(
+            "return document.getElementById('import-progress').max",
+            vec![]
+        )
+        .await,
+        json!(100)
+    );
+    let label = b.text_of("label[for=import-progress]").await;
+    assert!(label.ends_with(" %"), "{label}");
+    let later = b
+        .poll("the percentage to grow", RUN_DEADLINE, async || {
+            shown_value().await.filter(|p| *p > first)
+        })
+        .await;
+    assert!(later <= 100.0, "{later}");
+
+    b.wait_run_state("succeeded", &w.cluster).await;
+    let done = w.run(run).await;
+    assert_eq!(done["import_progress"]["percent"], 100.0, "{done:#}");
+    b.close().await;
+    w.stop().await;
 }

@@ -8,9 +8,10 @@
 //! complete its gates, supply the settings it waits for, retry it.
 //!
 //! `--wait` prints each step as it happens; on a terminal a bar on stderr
-//! shows the import running (the gateway reports how often the import was
-//! checked, not a percentage: Dataverse's asynchronous operations carry
-//! none).
+//! shows the import running: its percentage when the target environment
+//! reports one (the run's `import_progress`, from the import job), else a
+//! spinner with how often the import was checked. Without a terminal, each
+//! new whole percentage is a line (`import 40 %`).
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -32,8 +33,13 @@ slipway deploy --solution Contoso --stage prod --pipeline \"Demo pipeline\" --fr
 slipway deploy --solution Contoso --stage test --settings settings.json --output json\n  \
 slipway deploy --solution Contoso --stage prod --notes \"fixes #42\" --at 2026-11-27T22:00:00Z\n  \
 slipway deploy --solution Contoso --stage prod --dry-run --wait    (validate against prod, no import)\n  \
+slipway deploy --solution Contoso --stage test --current-version 1.0.0.3    (refused if dev has another version)\n  \
+slipway deploy --solution Contoso --stage regions --wait    (a stage with several targets: one run each)\n  \
+slipway deploy --solution Contoso --stage regions --target prod-us\n  \
 slipway deploy --solution Contoso --from dev --to test --wait    (admins: no pipeline)\n\
-`slipway pipeline list` shows the stages you may deploy to. With --wait each step is shown as it happens \
+`slipway pipeline list` shows the stages you may deploy to. A stage with several targets deploys to all of them \
+(one run each, printed one a line; --wait follows every one) unless --target names one. \
+With --wait each step is shown as it happens \
 (on a terminal, a bar while the import runs); a run waiting for someone says what for and the command that gives it.")]
 pub struct DeployArgs {
     /// Unique name of the solution in the source environment.
@@ -49,10 +55,21 @@ pub struct DeployArgs {
     /// when it has only one].
     #[arg(long = "from", required_unless_present = "stage")]
     source: Option<String>,
-    /// The environment to import into [with --stage: the stage's target,
-    /// when it has only one].
-    #[arg(long = "to", required_unless_present = "stage")]
+    /// The environment to import into [with --stage: every target of the
+    /// stage, one run each].
+    #[arg(
+        long = "to",
+        visible_alias = "target",
+        value_name = "ENV",
+        required_unless_present = "stage"
+    )]
     target: Option<String>,
+    /// The version the solution has in the source environment now (like
+    /// `pac pipeline deploy --currentVersion`): the deployment is refused
+    /// before it starts if the source has another, e.g. because someone
+    /// changed it since you looked.
+    #[arg(long, value_name = "VERSION", value_parser = solution_version)]
+    current_version: Option<String>,
     /// The version the artifact gets.
     #[arg(
         long = "new-version",
@@ -266,6 +283,12 @@ pub fn run_runs(args: RunsArgs) -> anyhow::Result<()> {
     runtime()?.block_on(runs(args))
 }
 
+fn solution_version(value: &str) -> Result<String, String> {
+    slipway_solution::Version::parse(value)
+        .map(|_| value.trim().to_owned())
+        .map_err(|e| format!("`{value}` is not a solution version ({e}), e.g. 1.0.0.3"))
+}
+
 fn rfc3339(value: &str) -> Result<String, String> {
     time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
         .map(|_| value.to_owned())
@@ -311,6 +334,21 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
                 Some(s) => s.clone(),
                 None => only_source(pipeline)?,
             };
+            if let Some(expected) = &args.current_version {
+                let env = pipeline["source_environments"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e["name"] == source.as_str())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "environment {source} is not a source of pipeline {}; deploy from one of its sources (`slipway pipeline list`)",
+                            text(pipeline, "name")
+                        )
+                    })?;
+                check_current_version(&client, id_of(env)?, &source, &args.solution, expected)
+                    .await?;
+            }
             body["pipeline_id"] = json!(id_of(pipeline)?);
             body["stage_id"] = json!(id_of(stage)?);
             body["source_environment"] = json!(source);
@@ -324,6 +362,19 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
             );
         }
         None => {
+            if let (Some(expected), Some(source)) = (&args.current_version, &args.source) {
+                let envs = client.environments().await?;
+                let env = envs
+                    .iter()
+                    .find(|e| e["name"] == source.as_str())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "no environment is named {source}; `slipway admin env list` shows them"
+                        )
+                    })?;
+                check_current_version(&client, id_of(env)?, source, &args.solution, expected)
+                    .await?;
+            }
             body["source_environment"] = json!(args.source);
             body["target_environment"] = json!(args.target);
         }
@@ -332,6 +383,15 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         Ok(run) => run,
         Err(err) => return Err(raw_deploy_hint(err, args.stage.is_none())),
     };
+    let fan_out: Vec<String> = run["fan_out"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|id| id.as_str().map(str::to_owned))
+        .collect();
+    if !fan_out.is_empty() {
+        return fanned_out(&client, run, &fan_out, &through, args.wait).await;
+    }
     let id = id_of(&run)?.to_owned();
     let d = &run["deployment"];
     if !args.wait {
@@ -354,6 +414,148 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         );
     }
     wait_for_end(&client, &id).await
+}
+
+/// Refuses to deploy `solution` when the source environment `env_id`
+/// (named `source`) has it at another version than `expected`
+/// (`--current-version`).
+async fn check_current_version(
+    client: &Client,
+    env_id: &str,
+    source: &str,
+    solution: &str,
+    expected: &str,
+) -> anyhow::Result<()> {
+    let listed = client
+        .get(&["api", "v1", "environments", env_id, "solutions"])
+        .await?;
+    let installed = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| text(s, "unique_name").eq_ignore_ascii_case(solution))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "solution {solution} is not in environment {source}; check the unique name (not the display name)"
+            )
+        })?;
+    let current = text(installed, "version");
+    let same = match (
+        slipway_solution::Version::parse(current),
+        slipway_solution::Version::parse(expected),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => current == expected,
+    };
+    if !same {
+        bail!(
+            "solution {solution} has version {current} in {source}, not {expected} (--current-version); \
+             it changed since you looked: check what changed, then deploy with --current-version {current}"
+        );
+    }
+    Ok(())
+}
+
+/// A deployment that fanned out to every target of its stage: `first` is
+/// the submit's answer, `others` the ids of the other runs. Prints each run
+/// on a line (JSON: all of them, a list); with `wait`, follows each to its
+/// end and fails unless all succeeded, naming the targets that did not.
+async fn fanned_out(
+    client: &Client,
+    mut first: Value,
+    others: &[String],
+    through: &str,
+    wait: bool,
+) -> anyhow::Result<()> {
+    if let Some(fields) = first.as_object_mut() {
+        fields.remove("fan_out");
+    }
+    let mut runs = vec![first];
+    for id in others {
+        runs.push(client.get(&["api", "v1", "deployments", id]).await?);
+    }
+    let d = &runs[0]["deployment"];
+    let header = format!(
+        "{} from {} to {} targets{through}:",
+        text(d, "solution_name"),
+        text(d, "source_environment"),
+        runs.len()
+    );
+    let lines: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            format!(
+                "  {}  {}",
+                text(r, "id"),
+                text(&r["deployment"], "target_environment")
+            )
+        })
+        .collect();
+    if !wait {
+        client.print(&Value::Array(runs.clone()), || {
+            format!(
+                "deployment requested: {header}\n{}\nfollow each with `slipway runs ID`",
+                lines.join("\n")
+            )
+        });
+        return Ok(());
+    }
+    if !client.json {
+        println!("deployment of {header}\n{}", lines.join("\n"));
+    }
+    let mut ended = Vec::with_capacity(runs.len());
+    for run in &runs {
+        let id = id_of(run)?;
+        if !client.json {
+            println!(
+                "deployment {id} to {}:",
+                text(&run["deployment"], "target_environment")
+            );
+        }
+        ended.push(follow(client, id).await?);
+    }
+    if client.json {
+        println!("{:#}", Value::Array(ended.clone()));
+    }
+    let failed: Vec<&Value> = ended.iter().filter(|r| r["state"] != "succeeded").collect();
+    if failed.is_empty() {
+        if !client.json {
+            println!("all {} deployments succeeded", ended.len());
+        }
+        return Ok(());
+    }
+    if !client.json {
+        for run in &failed {
+            let problems = validation_problems(run);
+            if !problems.is_empty() {
+                println!(
+                    "validation in {} found:",
+                    text(&run["deployment"], "target_environment")
+                );
+                for p in &problems {
+                    println!("  - {p}");
+                }
+            }
+        }
+    }
+    let why: Vec<String> = failed
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} ({}): {}",
+                text(&r["deployment"], "target_environment"),
+                r["state"].as_str().unwrap_or("ended"),
+                text(r, "id"),
+                one_line(r["reason"].as_str().unwrap_or("no reason given"))
+            )
+        })
+        .collect();
+    bail!(
+        "{} of {} deployments did not succeed: {}; `slipway runs ID` shows a run's history",
+        failed.len(),
+        ended.len(),
+        why.join("; ")
+    )
 }
 
 /// Follows run `id` to its end (see [`follow`]), prints it (JSON), and
@@ -508,6 +710,7 @@ async fn follow(client: &Client, id: &str) -> anyhow::Result<Value> {
         }
         shown = shown.max(entries.len());
         let run = client.get(&["api", "v1", "deployments", id]).await?;
+        progress.import_progress(&run);
         let state = text(&run, "state");
         if state != last_state {
             if let Some(why) = waiting_for(state, id) {
@@ -544,7 +747,9 @@ async fn follow(client: &Client, id: &str) -> anyhow::Result<Value> {
 
 /// How `--wait` shows a run as it goes: one line per history entry on
 /// stdout, nothing in JSON mode; while the import runs, a bar on stderr
-/// when stderr is a terminal, else a line per check of the import.
+/// when stderr is a terminal (with the percentage once the environment
+/// gives one), else a line per check of the import and per new whole
+/// percentage.
 struct Progress {
     json: bool,
     /// Draw a bar (stderr is a terminal, text mode).
@@ -553,6 +758,10 @@ struct Progress {
     target: String,
     bar: Option<indicatif::ProgressBar>,
     checks: ImportChecks,
+    /// The import's start was shown and its end not yet.
+    importing: bool,
+    /// The whole percentage last shown, if any.
+    shown_percent: Option<u64>,
 }
 
 impl Progress {
@@ -563,6 +772,40 @@ impl Progress {
             target: target.to_owned(),
             bar: None,
             checks: ImportChecks::default(),
+            importing: false,
+            shown_percent: None,
+        }
+    }
+
+    /// Shows the import's percentage from `run`'s `import_progress`, when
+    /// the import runs and the environment gave a new whole percentage: on
+    /// the bar, or as a line.
+    fn import_progress(&mut self, run: &Value) {
+        if self.json || !self.importing || run["state"] != "importing" {
+            return;
+        }
+        let progress = &run["import_progress"];
+        let Some(percent) = import_percent(progress) else {
+            return;
+        };
+        if self.shown_percent == Some(percent) {
+            return;
+        }
+        self.shown_percent = Some(percent);
+        match &self.bar {
+            Some(bar) => {
+                if bar.length().is_none() {
+                    if let Some(style) = percent_style(&self.target) {
+                        bar.set_style(style);
+                    }
+                    bar.set_length(100);
+                }
+                bar.set_position(percent);
+            }
+            None => self.line(&format!(
+                "  {}     import {percent} %",
+                progress["updated_at"].as_str().unwrap_or("-")
+            )),
         }
     }
 
@@ -589,6 +832,7 @@ impl Progress {
             },
             None if import && e["status"] == "started" => {
                 self.line(&format!("  {}", describe(e)));
+                self.importing = true;
                 if self.live {
                     self.bar = Some(import_bar(&self.target));
                 }
@@ -596,6 +840,7 @@ impl Progress {
             None => {
                 if import || (e["kind"] == "transition" && e["state"] != "importing") {
                     // The import ended, or the run moved on (failed).
+                    self.importing = false;
                     self.finish();
                 }
                 self.line(&format!("  {}", describe(e)));
@@ -616,8 +861,8 @@ fn plural(n: u32) -> &'static str {
 
 /// Tells the checks of a running import in a run's history: the importer
 /// reports `import started` when the step starts, then again each time it
-/// checks the running import (with no percentage: Dataverse's asynchronous
-/// operations carry none).
+/// checks the running import (the percentage it may read then is on the
+/// run, see [`Progress::import_progress`]).
 #[derive(Debug, Default)]
 struct ImportChecks {
     started: u32,
@@ -654,6 +899,23 @@ fn import_bar(target: &str) -> indicatif::ProgressBar {
     bar.set_message("started");
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
+}
+
+/// The whole percentage (0 to 100) of a run's `import_progress`, when the
+/// environment gave one.
+fn import_percent(progress: &Value) -> Option<u64> {
+    let percent = progress["percent"].as_f64()?;
+    // Clamped, so the cast cannot wrap.
+    Some(percent.clamp(0.0, 100.0).round() as u64)
+}
+
+/// The import bar once the percentage is known.
+fn percent_style(target: &str) -> Option<indicatif::ProgressStyle> {
+    indicatif::ProgressStyle::with_template(&format!(
+        "  {{spinner}} importing into {target}  [{{bar:30}}] {{pos:>3}} %  {{elapsed_precise}}  {{msg}}"
+    ))
+    .ok()
+    .map(|style| style.progress_chars("=> "))
 }
 
 /// A check of a running import, on one line.
@@ -861,6 +1123,12 @@ async fn show(client: &Client, id: &str) -> anyhow::Result<()> {
         if let Some(version) = run["artifact"]["version"].as_str() {
             out.push_str(&format!("\nartifact: version {version}"));
         }
+        if let Some(before) = run["source_version"].as_str() {
+            out.push_str(&format!(
+                "\nsource: {} had version {before} before the export",
+                text(&run["deployment"], "source_environment")
+            ));
+        }
         if let Some(verdict) = run["validation"]["verdict"].as_str() {
             let errors = run["validation"]["errors"].as_array().map_or(0, Vec::len);
             out.push_str(&format!("\nvalidation: {verdict} ({errors} errors)"));
@@ -954,6 +1222,19 @@ mod tests {
             checks.describe(&started),
             "t     import running (check 2, vm:1)"
         );
+    }
+
+    #[test]
+    fn the_import_percentage_is_whole_and_within_0_to_100() {
+        let p = |v: Value| import_percent(&json!({ "percent": v }));
+        assert_eq!(p(json!(39.6)), Some(40));
+        assert_eq!(p(json!(0)), Some(0));
+        assert_eq!(p(json!(100.0)), Some(100));
+        assert_eq!(p(json!(130.0)), Some(100));
+        assert_eq!(p(json!(-2.0)), Some(0));
+        assert_eq!(p(Value::Null), None, "the environment gave none");
+        assert_eq!(import_percent(&Value::Null), None, "no import yet");
+        assert!(percent_style("test").is_some(), "the bar's template parses");
     }
 
     #[test]

@@ -450,7 +450,17 @@ async fn a_failed_import_is_retried_and_wait_shows_the_import_running() {
     let err = again.fails(1);
     assert!(err.contains("409") && err.contains("succeeded"), "{err}");
 
-    // A validation that fails: the reason, and what validation found.
+    // A validation that fails: someone installed a newer Contoso in test
+    // by hand, so the next version Slipway exports is not higher than it.
+    gw.install(
+        "test",
+        slipway_testkit::solution_zip::SolutionZip::new("Contoso", "9.0.0.0")
+            .publisher("contoso", "cts")
+            .root_component(1, "cts_order")
+            .managed(true)
+            .build(),
+    )
+    .await;
     let stale = gw
         .slipway(
             &s.maker,
@@ -465,11 +475,11 @@ async fn a_failed_import_is_retried_and_wait_shows_the_import_running() {
         )
         .await;
     let err = stale.fails(1);
-    assert!(err.contains("not higher than 1.0.0.1"), "{err}");
+    assert!(err.contains("not higher than 9.0.0.0"), "{err}");
     assert!(
         stale
             .stdout
-            .contains("validation found:\n  - version: version 1.0.0.1 is not higher"),
+            .contains("validation found:\n  - version: version 1.0.0.2 is not higher"),
         "{}",
         stale.stdout
     );

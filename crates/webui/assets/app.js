@@ -477,14 +477,23 @@ async function oidcFinish() {
     go("/signin");
     return true;
   }
-  const res = await fetch(saved.token_endpoint, {
-    method: "POST",
-    headers: { "Content-Type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({
-      grant_type: "authorization_code", code: params.get("code"), redirect_uri: saved.redirect,
-      client_id: saved.client_id, code_verifier: saved.verifier,
-    }),
-  });
+  let res;
+  try {
+    res = await fetch(saved.token_endpoint, {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({
+        grant_type: "authorization_code", code: params.get("code"), redirect_uri: saved.redirect,
+        client_id: saved.client_id, code_verifier: saved.verifier,
+      }),
+    });
+  } catch (err) {
+    // A network error, a provider that does not answer CORS for this
+    // origin, or a token endpoint the page's policy does not allow.
+    flash(`The identity provider's token endpoint ${saved.token_endpoint} cannot be reached from this page (${err.message}); ask an admin to allow this site's origin (CORS) at the provider.`, "error");
+    go("/signin");
+    return true;
+  }
   const body = await res.json().catch(() => ({}));
   const token = body.access_token || body.id_token;
   if (!res.ok || !token) {

@@ -704,20 +704,24 @@ function summaryHtml(view) {
     </p>`;
 }
 
-/** The import's progress: a percentage when the environment gives one,
- *  else how long it has run and how often it was checked. */
+/** The import's progress: the percentage the target environment reports
+ *  (the run's `import_progress`, from its import job) once it gives one,
+ *  with how long the import has run and how often it was checked. */
 function progressHtml(view) {
   const { run, history } = view;
   const started = transitions(history).filter((m) => m.state === "importing").pop()?.at;
-  const checks = Math.max(0, history.filter((e) => e.kind === "event" && e.step === "import" && e.status === "started").length - 1);
-  const pct = typeof view.percent === "number" ? Math.max(0, Math.min(100, view.percent)) : null;
+  const progress = run.import_progress;
+  const checks = Number.isInteger(progress?.polls)
+    ? progress.polls
+    : Math.max(0, history.filter((e) => e.kind === "event" && e.step === "import" && e.status === "started").length - 1);
+  const pct = typeof progress?.percent === "number" ? Math.max(0, Math.min(100, progress.percent)) : null;
   const elapsed = started ? duration(Date.now() - new Date(started)) : "";
   return html`<div class="import-progress">
     <label for="import-progress">Import into ${run.deployment.target_environment}${pct !== null ? `: ${Math.round(pct)} %` : ""}</label>
     ${pct !== null
       ? html`<progress id="import-progress" max="100" value="${pct}">${Math.round(pct)} %</progress>`
       : html`<progress id="import-progress" max="100" aria-describedby="import-progress-text">running</progress>`}
-    <p id="import-progress-text" class="help">${elapsed ? `Running for ${elapsed}` : "Starting"}${checks ? `, checked ${plural(checks, "time")}` : ""}. ${pct === null ? "The environment does not report a percentage for imports; this page updates by itself." : ""}</p>
+    <p id="import-progress-text" class="help">${elapsed ? `Running for ${elapsed}` : "Starting"}${checks ? `, checked ${plural(checks, "time")}` : ""}. ${pct === null ? "The environment has not reported a percentage yet; this page updates by itself." : ""}</p>
   </div>`;
 }
 
@@ -1258,7 +1262,7 @@ async function runPage({ id }) {
     : null;
 
   const view = {
-    run, history, pipeline, percent: null, newer: null, rendered: {},
+    run, history, pipeline, newer: null, rendered: {},
     update(parts) { Object.assign(view, parts); render(); },
     refresh: () => refresh(),
   };
@@ -1434,8 +1438,6 @@ async function runPage({ id }) {
   };
   const onEvent = (name, data) => {
     if (!data || typeof data !== "object") return;
-    const percent = data.percent ?? data.outcome?.percent;
-    if (typeof percent === "number") view.percent = percent;
     if (name === "run" && data.id === view.run.id && data.state && data.deployment) {
       view.run = data;
       drawSoon();

@@ -215,6 +215,20 @@ impl Gateway {
         }
     }
 
+    /// Imports `zip` into environment `env` of the simulator, as someone
+    /// working there directly (not through Slipway) would.
+    pub async fn install(&self, env: &str, zip: Vec<u8>) {
+        let client = slipway_dataverse::Client::new(slipway_dataverse::ClientConfig::new(
+            self.env_url(env),
+            slipway_dataverse::Credentials::StaticToken(SIM_TOKEN.into()),
+        ))
+        .unwrap();
+        client
+            .import_solution(&slipway_dataverse::ImportRequest::new(zip.into()))
+            .await
+            .unwrap();
+    }
+
     /// Sets the simulator's faults of environment `env`.
     pub fn faults(&self, env: &str, faults: slipway_envsim::config::Faults) {
         self.sim.set_faults(env, faults).unwrap();
