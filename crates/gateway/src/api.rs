@@ -524,12 +524,14 @@ async fn submit_all(
     let mut version = req.version.clone();
     if let Some((_, stage)) = &route.through
         && stage.previous_stage_id.is_none()
-        && route.targets.len() > 1
         && version.as_deref().is_none_or(|v| v.trim().is_empty())
     {
-        // One version for every target, though each exports on its own.
+        // A first stage exports: the next revision of dev's version is
+        // settled now, so every target of a fan-out gets the same one and a
+        // redelivered export (after it moved dev on) exports it again
+        // rather than bumping twice. The maker sees it at once.
         let name = req.solution_name.trim();
-        version = Some(crate::runs::fan_out_version(&gw, &route.source, name).await?);
+        version = Some(crate::runs::next_version(&gw, &route.source, name).await?);
     }
     let mut planned = Vec::with_capacity(route.targets.len());
     for target in &route.targets {

@@ -134,18 +134,14 @@ pub async fn plan(
     })
 }
 
-/// The version every target of a fan-out from a first stage deploys when
-/// the request names none: the source's installed version with its
-/// revision bumped, as the exporter would choose it. Settled once, here:
-/// each target's run exports on its own and the first export moves the
-/// source on to its version, so left to the exporters the targets would
-/// get different versions, and the next stage (which takes a version only
-/// once every target has it) none of them.
-pub async fn fan_out_version(
-    gw: &Gateway,
-    source: &str,
-    solution: &str,
-) -> Result<String, ApiError> {
+/// The version a first-stage deployment gets when the request names none:
+/// the source's installed version with its revision bumped, as the
+/// exporter would choose it. Settled once, at submit: each export moves the
+/// source on to its version, so left to the exporters the targets of a
+/// fan-out would get different versions (and the next stage, which takes a
+/// version only once every target has it, none of them), and an export
+/// redelivered after it moved the source would bump a second time.
+pub async fn next_version(gw: &Gateway, source: &str, solution: &str) -> Result<String, ApiError> {
     let env = gw.store.environment_by_name(source).await?.ok_or_else(|| {
         ApiError::Conflict(format!("environment {source} is no longer registered"))
     })?;
@@ -157,7 +153,7 @@ pub async fn fan_out_version(
     .map_err(|e| {
         ApiError::BadGateway(format!(
             "environment {source} did not say which version of {solution} it has: {e}; \
-             give the version to deploy to every target"
+             or give the version to deploy"
         ))
     })?
     .ok_or_else(|| {

@@ -231,15 +231,19 @@ impl Store {
             self.insert_new_run(&mut tx, now, new, first_command, trace_headers)
                 .await?;
         }
-        tx.commit().await?;
+        // Read back inside the transaction: once it commits, the relay may
+        // publish at once and the workers move the runs on, and the caller
+        // is owed the runs as created.
         let mut created = Vec::with_capacity(runs.len());
         for (new, _) in runs {
-            created.push(
-                self.get_run(new.id)
-                    .await?
-                    .ok_or_else(|| StoreError::not_found("run", new.id))?,
-            );
+            let row = sqlx::query_as::<_, RunRow>(SELECT_RUN)
+                .bind(new.id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::not_found("run", new.id))?;
+            created.push(run_from_row(row)?);
         }
+        tx.commit().await?;
         Ok(created)
     }
 
