@@ -17,13 +17,16 @@
 //! to an import whose caller (a killed importer) vanished mid-request.
 #![allow(clippy::unwrap_used)]
 
+mod e2e;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use e2e::{OUTLOOK, SHAREPOINT, connection, id_of, send, solution};
 use serde_json::{Value, json};
 use sha2::Digest as _;
-use slipway_envsim::config::{ConnectionConfig, EnvironmentConfig, UserConfig};
+use slipway_envsim::config::{EnvironmentConfig, UserConfig};
 use slipway_envsim::{Config, DataLocation, EnvSim, Faults, Running};
 use slipway_testkit::solution_zip::{DepEnd, SolutionZip};
 use slipway_tests::{Cluster, ClusterOptions, events};
@@ -33,9 +36,7 @@ use uuid::Uuid;
 
 /// The simulator's static bearer token, handed to Slipway through a file.
 const SIM_TOKEN: &str = "slipway-e2e-deploy";
-const OUTLOOK: &str = "/providers/Microsoft.PowerApps/apis/shared_office365";
 const TEAMS: &str = "/providers/Microsoft.PowerApps/apis/shared_teams";
-const SHAREPOINT: &str = "/providers/Microsoft.PowerApps/apis/shared_sharepointonline";
 /// A user of every target environment, whom a stage may deploy as.
 const RELEASE_USER: &str = "release@contoso.com";
 /// How long one run may take from submission to its end (debug builds, two
@@ -72,15 +73,6 @@ struct World {
     approver: Actor,
 }
 
-fn connection(id: &str, connector: &str, display: &str) -> ConnectionConfig {
-    ConnectionConfig {
-        id: id.into(),
-        connector_id: connector.into(),
-        display_name: Some(display.into()),
-        status: "Connected".into(),
-    }
-}
-
 /// A target environment with the SharePoint, Outlook and Teams connections
 /// most flows use, named `<env>-sharepoint`, `<env>-office365`, `<env>-teams`.
 fn target_env(name: &str) -> EnvironmentConfig {
@@ -108,24 +100,6 @@ fn target_env_with(name: &str, connectors: &[String]) -> EnvironmentConfig {
         }],
         ..EnvironmentConfig::new(name)
     }
-}
-
-/// What a response said: its status and its JSON body (or the text as a
-/// JSON string).
-async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, body)
-}
-
-fn id_of(value: &Value) -> Uuid {
-    value["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {value}"))
-        .parse()
-        .unwrap()
 }
 
 fn at(value: &Value) -> OffsetDateTime {
@@ -276,26 +250,24 @@ impl World {
         assert_eq!(status, 200, "share {pipeline} with {subject}: {body}");
     }
 
+    /// PUTs `body` as stage `stage` of `pipe` (as the admin).
+    async fn update_stage(&self, pipe: &Pipe, stage: usize, body: &Value) -> (u16, Value) {
+        let path = format!(
+            "/api/v1/pipelines/{}/stages/{}",
+            pipe.id, pipe.stages[stage]
+        );
+        send(self.cluster.http.put(self.url(&path)).json(body)).await
+    }
+
     /// A Dataverse client of a simulated environment (the token Slipway
     /// reads from its file), polling imports every 50 ms.
     fn dataverse(&self, env: &str) -> slipway_dataverse::Client {
-        let mut config = slipway_dataverse::ClientConfig::new(
-            self.sim.env_url(env),
-            slipway_dataverse::Credentials::StaticToken(SIM_TOKEN.into()),
-        );
-        config.request_timeout = Duration::from_secs(30);
-        config.poll_interval = Duration::from_millis(50);
-        config.poll_timeout = Some(RUN_DEADLINE);
-        slipway_dataverse::Client::new(config).unwrap()
+        e2e::dataverse(&self.sim, SIM_TOKEN, env, RUN_DEADLINE)
     }
 
     /// Installs an unmanaged solution in dev, as a maker building it there.
     async fn install_in_dev(&self, solution: &SolutionZip) {
-        let request = slipway_dataverse::ImportRequest::new(solution.build().into());
-        self.dataverse("dev")
-            .import_solution(&request)
-            .await
-            .unwrap_or_else(|e| panic!("installing in dev failed: {e}"));
+        e2e::install_in_dev(&self.dataverse("dev"), solution).await;
     }
 
     /// The solution as installed in `env`, if it is.
@@ -462,23 +434,6 @@ fn request(pipe: &Pipe, stage: usize, solution: &str, extra: Value) -> Value {
         body.extend(extra.clone());
     }
     body
-}
-
-/// An unmanaged solution as a maker builds it in dev: its own publisher
-/// prefix, a table with a form, and the platform web resources a
-/// model-driven app needs (present in every simulated environment).
-fn solution(name: &str, prefix: &str) -> SolutionZip {
-    SolutionZip::new(name, "1.0.0.0")
-        .display_name(&format!("{name} (e2e)"))
-        .publisher("contoso", prefix)
-        .root_component(1, &format!("{prefix}_record"))
-        .root_component(60, &format!("{prefix}_recordform"))
-        .missing_dependency(
-            DepEnd::new("61", "msdyn_/Images/AppModule.svg")
-                .display_name("App icon")
-                .solution("AppModuleWebResources (2.5.0.0)"),
-            DepEnd::new("80", &format!("{prefix}_app")),
-        )
 }
 
 // ------------------------------------------------------------------ scenarios
@@ -764,16 +719,7 @@ async fn approvals_gate_prod(w: &World) {
 
     let mut prod = pipe.stage_bodies[1].clone();
     prod["approval_required"] = json!(true);
-    let (status, stage) = send(
-        w.cluster
-            .http
-            .put(w.url(&format!(
-                "/api/v1/pipelines/{}/stages/{}",
-                pipe.id, pipe.stages[1]
-            )))
-            .json(&prod),
-    )
-    .await;
+    let (status, stage) = w.update_stage(&pipe, 1, &prod).await;
     assert_eq!(status, 200, "{stage}");
     assert_eq!(stage["approval_required"], true, "{stage}");
 
@@ -881,16 +827,7 @@ async fn pre_deployment_gate_callbacks(w: &World) {
     let pipe = w.pipeline("Change board", &[("Test", "test")], false).await;
     let mut stage = pipe.stage_bodies[0].clone();
     stage["pre_deployment_gate"] = json!(true);
-    let (status, body) = send(
-        w.cluster
-            .http
-            .put(w.url(&format!(
-                "/api/v1/pipelines/{}/stages/{}",
-                pipe.id, pipe.stages[0]
-            )))
-            .json(&stage),
-    )
-    .await;
+    let (status, body) = w.update_stage(&pipe, 0, &stage).await;
     assert_eq!(status, 200, "{body}");
     let passed = w.submit(&pipe, 0, name, json!({})).await;
     let stopped = w.submit(&pipe, 0, name, json!({})).await;
@@ -1135,16 +1072,7 @@ async fn a_stage_fans_out_and_deploys_as_its_user(w: &World) {
     let mut stage = pipe.stage_bodies[0].clone();
     stage["target_environment_ids"] = json!([w.envs["eu"], w.envs["us"]]);
     stage["deploy_as"] = json!({"mode": "user", "user": RELEASE_USER});
-    let (status, body) = send(
-        w.cluster
-            .http
-            .put(w.url(&format!(
-                "/api/v1/pipelines/{}/stages/{}",
-                pipe.id, pipe.stages[0]
-            )))
-            .json(&stage),
-    )
-    .await;
+    let (status, body) = w.update_stage(&pipe, 0, &stage).await;
     assert_eq!(status, 200, "{body}");
     let (status, first) = w.deploy(&w.maker, request(&pipe, 0, name, json!({}))).await;
     assert_eq!(status, 202, "{first}");

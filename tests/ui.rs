@@ -15,26 +15,27 @@
 //! pages there (the pictures in docs/screenshots are made that way).
 #![allow(clippy::unwrap_used)]
 
+mod e2e;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use e2e::{OUTLOOK, SHAREPOINT, connection, id_of, send, solution};
 use fantoccini::actions::{InputSource as _, KeyAction, KeyActions};
 use fantoccini::elements::Element;
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use slipway_envsim::config::{ConnectionConfig, EnvironmentConfig};
+use slipway_envsim::config::EnvironmentConfig;
 use slipway_envsim::{Config, DataLocation, EnvSim, Running};
-use slipway_testkit::solution_zip::{DepEnd, SolutionZip};
+use slipway_testkit::solution_zip::SolutionZip;
 use slipway_tests::{Cluster, ClusterOptions};
 use uuid::Uuid;
 
 /// The simulator's static bearer token, handed to Slipway through a file.
 const SIM_TOKEN: &str = "slipway-e2e-ui";
-const OUTLOOK: &str = "/providers/Microsoft.PowerApps/apis/shared_office365";
-const SHAREPOINT: &str = "/providers/Microsoft.PowerApps/apis/shared_sharepointonline";
 /// How long a page may take to show what a test waits for.
 const WAIT: Duration = Duration::from_secs(20);
 /// How long a run may take to reach a state (debug builds, two cores,
@@ -233,6 +234,13 @@ impl Browser {
         self.click(element, what).await;
     }
 
+    /// Follows the navigation link `link` to the page headed `heading`.
+    async fn navigate(&self, link: &str, heading: &str) {
+        let nav = self.link("#nav", link).await;
+        self.follow(&nav, link).await;
+        self.wait_heading(heading).await;
+    }
+
     /// Opens a page of the UI by its route, e.g. `/deploy/<id>`.
     async fn open(&self, route: &str) {
         if self.route().await != route {
@@ -313,26 +321,23 @@ impl Browser {
 
     /// The shown button whose text is `text`, inside `scope` (CSS).
     async fn button(&self, scope: &str, text: &str) -> Element {
-        self.wait_js(
-            &format!("a button \"{text}\" in `{scope}`"),
-            "const scope = document.querySelector(arguments[0]);
-             if (!scope) return null;
-             return [...scope.querySelectorAll('button')].find((b) =>
-               b.textContent.trim() === arguments[1] && b.getClientRects().length > 0) || null;",
-            vec![json!(scope), json!(text)],
-        )
-        .await
+        self.shown("button", "a button", scope, text).await
     }
 
     /// The shown link whose text is `text`, inside `scope` (CSS).
     async fn link(&self, scope: &str, text: &str) -> Element {
+        self.shown("a", "a link", scope, text).await
+    }
+
+    /// The shown `tag` element (`what`) whose text is `text`, inside `scope`.
+    async fn shown(&self, tag: &str, what: &str, scope: &str, text: &str) -> Element {
         self.wait_js(
-            &format!("a link \"{text}\" in `{scope}`"),
+            &format!("{what} \"{text}\" in `{scope}`"),
             "const scope = document.querySelector(arguments[0]);
              if (!scope) return null;
-             return [...scope.querySelectorAll('a')].find((a) =>
-               a.textContent.trim() === arguments[1] && a.getClientRects().length > 0) || null;",
-            vec![json!(scope), json!(text)],
+             return [...scope.querySelectorAll(arguments[2])].find((e) =>
+               e.textContent.trim() === arguments[1] && e.getClientRects().length > 0) || null;",
+            vec![json!(scope), json!(text), json!(tag)],
         )
         .await
     }
@@ -566,15 +571,6 @@ struct Person {
     http: reqwest::Client,
 }
 
-fn connection(id: &str, connector: &str, display: &str) -> ConnectionConfig {
-    ConnectionConfig {
-        id: id.into(),
-        connector_id: connector.into(),
-        display_name: Some(display.into()),
-        status: "Connected".into(),
-    }
-}
-
 fn target_env(name: &str) -> EnvironmentConfig {
     EnvironmentConfig {
         platform_solutions: vec!["AppModuleWebResources".into()],
@@ -584,38 +580,6 @@ fn target_env(name: &str) -> EnvironmentConfig {
         ],
         ..EnvironmentConfig::new(name)
     }
-}
-
-/// A response's status and JSON body (or its text as a JSON string).
-async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, body)
-}
-
-fn id_of(value: &Value) -> Uuid {
-    value["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {value}"))
-        .parse()
-        .unwrap()
-}
-
-/// An unmanaged solution as a maker builds it in dev (as in deploy.rs).
-fn solution(name: &str, prefix: &str) -> SolutionZip {
-    SolutionZip::new(name, "1.0.0.0")
-        .display_name(&format!("{name} (e2e)"))
-        .publisher("contoso", prefix)
-        .root_component(1, &format!("{prefix}_record"))
-        .root_component(60, &format!("{prefix}_recordform"))
-        .missing_dependency(
-            DepEnd::new("61", "msdyn_/Images/AppModule.svg")
-                .display_name("App icon")
-                .solution("AppModuleWebResources (2.5.0.0)"),
-            DepEnd::new("80", &format!("{prefix}_app")),
-        )
 }
 
 impl World {
@@ -750,22 +714,12 @@ impl World {
     }
 
     fn dataverse(&self, env: &str) -> slipway_dataverse::Client {
-        let mut config = slipway_dataverse::ClientConfig::new(
-            self.sim.env_url(env),
-            slipway_dataverse::Credentials::StaticToken(SIM_TOKEN.into()),
-        );
-        config.poll_interval = Duration::from_millis(50);
-        config.poll_timeout = Some(RUN_DEADLINE);
-        slipway_dataverse::Client::new(config).unwrap()
+        e2e::dataverse(&self.sim, SIM_TOKEN, env, RUN_DEADLINE)
     }
 
     /// Installs an unmanaged solution in dev, as a maker building it there.
     async fn install_in_dev(&self, solution: &SolutionZip) {
-        let request = slipway_dataverse::ImportRequest::new(solution.build().into());
-        self.dataverse("dev")
-            .import_solution(&request)
-            .await
-            .unwrap_or_else(|e| panic!("installing in dev failed: {e}"));
+        e2e::install_in_dev(&self.dataverse("dev"), solution).await;
     }
 
     async fn run(&self, id: Uuid) -> Value {
@@ -797,6 +751,13 @@ impl World {
     async fn stop(self) {
         self.cluster.shutdown().await.unwrap();
         self.sim.shutdown().await.unwrap();
+    }
+
+    /// Ends `test`: closes its browser, stops everything, says how long it took.
+    async fn end(self, b: Browser, test: &str, started: Instant) {
+        b.close().await;
+        self.stop().await;
+        eprintln!("{test} test: {:?}", started.elapsed());
     }
 }
 
@@ -960,9 +921,7 @@ async fn maker_deploys_to_test_then_prod_filling_missing_settings() {
             .any(|v| v.schema_name == "inv_ApiUrl" && v.value.as_deref() == Some(prod_url)),
         "{values:?}"
     );
-    b.close().await;
-    w.stop().await;
-    eprintln!("maker deploy test: {:?}", started.elapsed());
+    w.end(b, "maker deploy", started).await;
 }
 
 // ------------------------------------------------------------------ approver rejects
@@ -994,9 +953,7 @@ async fn approver_rejects_a_run_with_a_comment() {
 
     let b = w.browser().await;
     b.sign_in(&approver.token).await;
-    let nav = b.link("#nav", "Approvals").await;
-    b.follow(&nav, "Approvals").await;
-    b.wait_heading("Approvals").await;
+    b.navigate("Approvals", "Approvals").await;
     let row = b
         .wait_css(&format!("table#approvals a[href*=\"{id}\"]"))
         .await;
@@ -1026,9 +983,7 @@ async fn approver_rejects_a_run_with_a_comment() {
         w.dataverse("prod").solution(name).await.unwrap().is_none(),
         "a rejected run imports nothing"
     );
-    b.close().await;
-    w.stop().await;
-    eprintln!("approver test: {:?}", started.elapsed());
+    w.end(b, "approver", started).await;
 }
 
 // ------------------------------------------------------------------ admin builds a pipeline
@@ -1041,9 +996,7 @@ async fn admin_creates_a_pipeline_with_stages() {
     let w = World::start(false).await;
     let b = w.browser().await;
     b.sign_in(&w.cluster.admin_token).await;
-    let nav = b.link("#nav", "Manage pipelines").await;
-    b.follow(&nav, "Manage pipelines").await;
-    b.wait_heading("Manage pipelines").await;
+    b.navigate("Manage pipelines", "Manage pipelines").await;
 
     let form = "form#new-pipeline";
     b.fill(&format!("{form} [name=\"name\"]"), "Payroll").await;
@@ -1139,15 +1092,11 @@ async fn admin_creates_a_pipeline_with_stages() {
     }
 
     // The audit log shows it, and its chain checks out.
-    let nav = b.link("#nav", "Audit").await;
-    b.follow(&nav, "Audit").await;
-    b.wait_heading("Audit log").await;
+    b.navigate("Audit", "Audit log").await;
     b.wait_css("table#audit tbody tr").await;
     b.wait_text("#chain-status", "intact").await;
     b.screenshot("audit", None).await;
-    b.close().await;
-    w.stop().await;
-    eprintln!("admin test: {:?}", started.elapsed());
+    w.end(b, "admin", started).await;
 }
 
 // ------------------------------------------------------------------ sharing
@@ -1212,9 +1161,7 @@ async fn maker_cannot_see_a_pipeline_not_shared_with_them() {
         "the unshared pipeline is shown; {}",
         b.context().await
     );
-    b.close().await;
-    w.stop().await;
-    eprintln!("sharing test: {:?}", started.elapsed());
+    w.end(b, "sharing", started).await;
 }
 
 // ------------------------------------------------------------------ keyboard
@@ -1330,9 +1277,7 @@ async fn deploy_form_works_with_the_keyboard_alone() {
         .js("return document.getElementById('dry_run').checked", vec![])
         .await;
     assert_eq!(checked, true, "Space did not tick #dry_run");
-    b.close().await;
-    w.stop().await;
-    eprintln!("keyboard test: {:?}", started.elapsed());
+    w.end(b, "keyboard", started).await;
 }
 
 // ------------------------------------------------------------------ phone width
@@ -1441,9 +1386,7 @@ async fn main_pages_fit_a_phone_width() {
         "pages scroll sideways at 390 px:\n{}",
         wide.join("\n")
     );
-    b.close().await;
-    w.stop().await;
-    eprintln!("phone test: {:?}", started.elapsed());
+    w.end(b, "phone", started).await;
 }
 
 // ------------------------------------------------------------------ sign-in with an identity provider

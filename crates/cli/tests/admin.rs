@@ -51,19 +51,7 @@ async fn an_admin_sets_up_a_pipeline_and_a_maker_deploys_through_its_stages() {
     assert_eq!(names(&one), ["Contoso"]);
 
     // Stages run in order: prod only after test.
-    let early = gw
-        .slipway(
-            &s.maker,
-            &[
-                "deploy",
-                "--solution",
-                "Contoso",
-                "--stage",
-                "prod",
-                "--wait",
-            ],
-        )
-        .await;
+    let early = gw.deploy(&s.maker, "Contoso", "prod", &["--wait"]).await;
     let err = early.fails(1);
     assert!(err.contains("409") && err.contains("stage test"), "{err}");
     // Deploying by stage name: the pipeline's only source, the stage's only target.
@@ -73,20 +61,11 @@ async fn an_admin_sets_up_a_pipeline_and_a_maker_deploys_through_its_stages() {
         ("prod", &s.prod_stage, "prod"),
     ] {
         let run = gw
-            .slipway(
+            .deploy(
                 &s.maker,
-                &[
-                    "deploy",
-                    "--solution",
-                    "Contoso",
-                    "--stage",
-                    stage,
-                    "--notes",
-                    "from the CLI",
-                    "--wait",
-                    "-o",
-                    "json",
-                ],
+                "Contoso",
+                stage,
+                &["--notes", "from the CLI", "--wait", "-o", "json"],
             )
             .await
             .json();
@@ -102,20 +81,11 @@ async fn an_admin_sets_up_a_pipeline_and_a_maker_deploys_through_its_stages() {
     }
     // Text mode follows the run to its end.
     let followed = gw
-        .slipway(
+        .deploy(
             &s.maker,
-            &[
-                "deploy",
-                "--solution",
-                "Contoso",
-                "--stage",
-                &s.test_stage,
-                "--from",
-                "dev",
-                "--new-version",
-                "1.1.0.0",
-                "--wait",
-            ],
+            "Contoso",
+            &s.test_stage,
+            &["--from", "dev", "--new-version", "1.1.0.0", "--wait"],
         )
         .await;
     let out = followed.ok();
@@ -150,14 +120,11 @@ async fn an_admin_sets_up_a_pipeline_and_a_maker_deploys_through_its_stages() {
     assert!(table.stdout.contains("dev -> prod"), "{}", table.stdout);
     // A deployment scheduled far ahead waits after validation; it can be canceled.
     let scheduled = gw
-        .slipway(
+        .deploy(
             &s.maker,
+            "Contoso",
+            "test",
             &[
-                "deploy",
-                "--solution",
-                "Contoso",
-                "--stage",
-                "test",
                 "--new-version",
                 "1.2.0.0",
                 "--at",
@@ -295,12 +262,7 @@ async fn errors_are_one_line_naming_the_problem_and_the_fix() {
     let gw = start().await;
     let s = set_up(&gw).await;
 
-    let unknown = gw
-        .slipway(
-            &s.maker,
-            &["deploy", "--solution", "Contoso", "--stage", "uat"],
-        )
-        .await;
+    let unknown = gw.deploy(&s.maker, "Contoso", "uat", &[]).await;
     assert_eq!(
         unknown.fails(1),
         "error: no stage uat in the pipelines shared with you; `slipway pipeline list` shows them"
@@ -392,23 +354,8 @@ async fn errors_are_one_line_naming_the_problem_and_the_fix() {
         .await
         .json();
     assert_eq!(names(&hers), ["Fabrikam"]);
-    gw.admin(&[
-        "admin",
-        "share",
-        "add",
-        "--pipeline",
-        "Fabrikam",
-        "--user",
-        "maker",
-    ])
-    .await
-    .ok();
-    let ambiguous = gw
-        .slipway(
-            &s.maker,
-            &["deploy", "--solution", "Contoso", "--stage", "test"],
-        )
-        .await;
+    gw.share("Fabrikam", "maker", &[]).await.ok();
+    let ambiguous = gw.deploy(&s.maker, "Contoso", "test", &[]).await;
     let err = ambiguous.fails(1);
     assert!(
         err.contains("several pipelines")
@@ -418,19 +365,11 @@ async fn errors_are_one_line_naming_the_problem_and_the_fix() {
         "{err}"
     );
     let chosen = gw
-        .slipway(
+        .deploy(
             &s.maker,
-            &[
-                "deploy",
-                "--solution",
-                "Contoso",
-                "--stage",
-                "test",
-                "--pipeline",
-                "Fabrikam",
-                "-o",
-                "json",
-            ],
+            "Contoso",
+            "test",
+            &["--pipeline", "Fabrikam", "-o", "json"],
         )
         .await
         .json();
@@ -440,18 +379,7 @@ async fn errors_are_one_line_naming_the_problem_and_the_fix() {
     );
     // A source the pipeline does not deploy from: the gateway's 422, and the flag.
     let wrong = gw
-        .slipway(
-            &s.maker,
-            &[
-                "deploy",
-                "--solution",
-                "Contoso",
-                "--stage",
-                "prod",
-                "--from",
-                "test",
-            ],
-        )
+        .deploy(&s.maker, "Contoso", "prod", &["--from", "test"])
         .await;
     let err = wrong.fails(1);
     assert!(
@@ -480,18 +408,7 @@ async fn errors_are_one_line_naming_the_problem_and_the_fix() {
     .await
     .ok();
     let sources = gw
-        .slipway(
-            &s.maker,
-            &[
-                "deploy",
-                "--solution",
-                "C",
-                "--stage",
-                "test",
-                "--pipeline",
-                "Fabrikam",
-            ],
-        )
+        .deploy(&s.maker, "C", "test", &["--pipeline", "Fabrikam"])
         .await;
     let err = sources.fails(1);
     assert!(err.contains("dev, dev2") && err.contains("--from"), "{err}");

@@ -32,25 +32,19 @@ async fn run_count(gw: &Gateway) -> usize {
 async fn current_version_must_match_the_source() {
     let gw = start().await;
     let s = set_up(&gw).await;
-    let deploy = |current: &'static str, wait: bool| {
-        let mut args = vec![
-            "deploy",
-            "--solution",
-            "Contoso",
-            "--stage",
-            "test",
-            "--current-version",
-            current,
-        ];
+    // `--current-version <current>`, with `--wait -o json` when `wait`.
+    let current = |current: &'static str, wait: bool| {
+        let mut args = vec!["--current-version", current];
         if wait {
             args.extend(["--wait", "-o", "json"]);
         }
-        (args, s.maker.clone())
+        args
     };
 
     // Dev has 1.0.0.0: another version is refused before anything starts.
-    let (args, maker) = deploy("1.0.0.1", false);
-    let out = gw.slipway(&maker, &args).await;
+    let out = gw
+        .deploy(&s.maker, "Contoso", "test", &current("1.0.0.1", false))
+        .await;
     let error = out.fails(1);
     assert!(
         error.contains("solution Contoso has version 1.0.0.0 in dev, not 1.0.0.1")
@@ -59,24 +53,15 @@ async fn current_version_must_match_the_source() {
     );
     assert_eq!(run_count(&gw).await, 0, "nothing was submitted");
     let out = gw
-        .slipway(
-            &s.maker,
-            &[
-                "deploy",
-                "--solution",
-                "Contoso",
-                "--stage",
-                "test",
-                "--current-version",
-                "one",
-            ],
-        )
+        .deploy(&s.maker, "Contoso", "test", &current("one", false))
         .await;
     assert!(out.fails(2).contains("not a solution version"), "{out:?}");
 
     // The matching version deploys; the export moves dev on to 1.0.0.1.
-    let (args, maker) = deploy("1.0.0.0", true);
-    let run = gw.slipway(&maker, &args).await.json();
+    let run = gw
+        .deploy(&s.maker, "Contoso", "test", &current("1.0.0.0", true))
+        .await
+        .json();
     assert_eq!(run["state"], "succeeded", "{run:#}");
     assert_eq!(run["artifact"]["version"], "1.0.0.1");
     assert_eq!(run["source_version"], "1.0.0.0", "{run:#}");
@@ -93,29 +78,18 @@ async fn current_version_must_match_the_source() {
     );
 
     // So what the maker saw before is stale now.
-    let (args, maker) = deploy("1.0.0.0", false);
-    let error = gw.slipway(&maker, &args).await.fails(1).to_owned();
+    let error = gw
+        .deploy(&s.maker, "Contoso", "test", &current("1.0.0.0", false))
+        .await
+        .fails(1)
+        .to_owned();
     assert!(
         error.contains("has version 1.0.0.1 in dev, not 1.0.0.0"),
         "{error}"
     );
     // The same version written shorter still matches.
     let out = gw
-        .slipway(
-            &s.maker,
-            &[
-                "deploy",
-                "--solution",
-                "Contoso",
-                "--stage",
-                "test",
-                "--current-version",
-                "1.0.0.1",
-                "--wait",
-                "-o",
-                "json",
-            ],
-        )
+        .deploy(&s.maker, "Contoso", "test", &current("1.0.0.1", true))
         .await
         .json();
     assert_eq!(out["artifact"]["version"], "1.0.0.2", "{out:#}");
@@ -132,17 +106,7 @@ async fn two_target_stage(gw: &Gateway) -> String {
     ])
     .await
     .ok();
-    gw.admin(&[
-        "admin",
-        "share",
-        "add",
-        "--pipeline",
-        "Fan",
-        "--user",
-        "maker",
-    ])
-    .await
-    .ok();
+    gw.share("Fan", "maker", &[]).await.ok();
     let stage = gw
         .admin(&[
             "admin",
@@ -180,12 +144,10 @@ fn targets(runs: &Value) -> Vec<&str> {
 async fn a_stage_with_two_targets_deploys_and_waits_for_both() {
     let gw = start().await;
     let maker = two_target_stage(&gw).await;
-    let deploy = ["deploy", "--solution", "Contoso", "--stage", "both"];
+    let deploy = |extra: &'static [&'static str]| gw.deploy(&maker, "Contoso", "both", extra);
 
     // --wait -o json: every run, each to its end, all with one version.
-    let mut args = deploy.to_vec();
-    args.extend(["--wait", "-o", "json"]);
-    let runs = gw.slipway(&maker, &args).await.json();
+    let runs = deploy(&["--wait", "-o", "json"]).await.json();
     assert_eq!(targets(&runs), ["prod", "test"], "{runs:#}");
     for run in runs.as_array().unwrap() {
         assert_eq!(run["state"], "succeeded", "{run:#}");
@@ -195,15 +157,13 @@ async fn a_stage_with_two_targets_deploys_and_waits_for_both() {
     assert_eq!(dev_version(&gw).await, "1.0.0.1");
 
     // --target picks one: one run, as a plain deployment.
-    let mut args = deploy.to_vec();
-    args.extend(["--target", "test", "--wait", "-o", "json"]);
-    let one = gw.slipway(&maker, &args).await.json();
+    let one = deploy(&["--target", "test", "--wait", "-o", "json"])
+        .await
+        .json();
     assert_eq!(one["deployment"]["target_environment"], "test", "{one:#}");
     assert_eq!(one["state"], "succeeded");
     assert_eq!(one["artifact"]["version"], "1.0.0.2");
-    let mut args = deploy.to_vec();
-    args.extend(["--target", "qa"]);
-    let error = gw.slipway(&maker, &args).await.fails(1).to_owned();
+    let error = deploy(&["--target", "qa"]).await.fails(1).to_owned();
     assert!(error.contains("not to qa"), "{error}");
 
     // One target failing fails the wait, naming it and why.
@@ -214,9 +174,7 @@ async fn a_stage_with_two_targets_deploys_and_waits_for_both() {
             ..Faults::default()
         },
     );
-    let mut args = deploy.to_vec();
-    args.push("--wait");
-    let out = gw.slipway(&maker, &args).await;
+    let out = deploy(&["--wait"]).await;
     let error = out.fails(1).to_owned();
     assert!(
         error.contains("1 of 2 deployments did not succeed: prod failed")
@@ -232,7 +190,7 @@ async fn a_stage_with_two_targets_deploys_and_waits_for_both() {
 
     // Without --wait: one line per run, its id and target.
     gw.faults("prod", Faults::default());
-    let out = gw.slipway(&maker, &deploy).await;
+    let out = deploy(&[]).await;
     let stdout = out.ok().to_owned();
     let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("  ")).collect();
     assert_eq!(lines.len(), 2, "{stdout}");

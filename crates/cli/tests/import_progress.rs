@@ -30,19 +30,7 @@ async fn wait_shows_the_percentage_of_a_slow_import() {
         },
     );
 
-    let deployed = gw
-        .slipway(
-            &s.maker,
-            &[
-                "deploy",
-                "--solution",
-                "Contoso",
-                "--stage",
-                "test",
-                "--wait",
-            ],
-        )
-        .await;
+    let deployed = gw.deploy(&s.maker, "Contoso", "test", &["--wait"]).await;
     let out = deployed.ok();
     let percents = percent_lines(out);
     assert!(

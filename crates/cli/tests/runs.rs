@@ -13,49 +13,25 @@ use support::{CONFIG_VARIABLE, Gateway, set_up, start};
 
 /// An approver token for `alice`, with the Contoso pipeline shared with her.
 async fn approver(gw: &Gateway) -> String {
-    let created = gw
-        .admin(&[
-            "admin",
-            "token",
-            "create",
-            "--subject",
-            "alice",
-            "--role",
-            "approver",
-            "-o",
-            "json",
-        ])
-        .await
-        .json();
-    gw.admin(&[
-        "admin",
-        "share",
-        "add",
-        "--pipeline",
-        "Contoso",
-        "--user",
-        "alice",
-    ])
-    .await
-    .ok();
+    let created = gw.create_token("alice", "approver").await;
+    gw.share("Contoso", "alice", &[]).await.ok();
     created["token"].as_str().unwrap().to_owned()
 }
 
 /// The maker deploys `solution` to the test stage (extra `args`), without
 /// waiting; returns the run's id.
 async fn deploy(gw: &Gateway, maker: &str, solution: &str, args: &[&str]) -> String {
-    let mut all = vec![
-        "deploy",
-        "--solution",
-        solution,
-        "--stage",
-        "test",
-        "-o",
-        "json",
-    ];
+    let mut all = vec!["-o", "json"];
     all.extend_from_slice(args);
-    let run = gw.slipway(maker, &all).await.json();
+    let run = gw.deploy(maker, solution, "test", &all).await.json();
     run["id"].as_str().unwrap().to_owned()
+}
+
+/// As admin, changes the Contoso pipeline's test stage with `flags`.
+async fn update_test_stage(gw: &Gateway, flags: &[&str]) {
+    let mut args = vec!["admin", "stage", "update", "test", "--pipeline", "Contoso"];
+    args.extend_from_slice(flags);
+    gw.admin(&args).await.ok();
 }
 
 fn ids(list: &Value) -> Vec<&str> {
@@ -71,17 +47,7 @@ async fn approvers_approve_reject_and_complete_gates() {
     let gw = start().await;
     let s = set_up(&gw).await;
     let alice = approver(&gw).await;
-    gw.admin(&[
-        "admin",
-        "stage",
-        "update",
-        "test",
-        "--pipeline",
-        "Contoso",
-        "--approval-required",
-    ])
-    .await
-    .ok();
+    update_test_stage(&gw, &["--approval-required"]).await;
 
     // A run waiting for approval is in the approver's inbox.
     let approved = deploy(&gw, &s.maker, "Contoso", &["--notes", "please"]).await;
@@ -160,18 +126,7 @@ async fn approvers_approve_reject_and_complete_gates() {
     );
 
     // A pre-deployment gate, failed by an external system.
-    gw.admin(&[
-        "admin",
-        "stage",
-        "update",
-        "test",
-        "--pipeline",
-        "Contoso",
-        "--approval-required=false",
-        "--pre-deployment-gate",
-    ])
-    .await
-    .ok();
+    update_test_stage(&gw, &["--approval-required=false", "--pre-deployment-gate"]).await;
     let gated = deploy(&gw, &s.maker, "Contoso", &["--new-version", "1.2.0.0"]).await;
     gw.wait_state(&s.maker, &gated, "awaiting_pre_deployment")
         .await;
@@ -385,19 +340,7 @@ async fn a_failed_import_is_retried_and_wait_shows_the_import_running() {
             ..Faults::default()
         },
     );
-    let failed = gw
-        .slipway(
-            &s.maker,
-            &[
-                "deploy",
-                "--solution",
-                "Contoso",
-                "--stage",
-                "test",
-                "--wait",
-            ],
-        )
-        .await;
+    let failed = gw.deploy(&s.maker, "Contoso", "test", &["--wait"]).await;
     let err = failed.fails(1).to_owned();
     assert!(
         err.contains("failed") && err.contains("the disk is full"),
@@ -450,54 +393,29 @@ async fn a_failed_import_is_retried_and_wait_shows_the_import_running() {
     let err = again.fails(1);
     assert!(err.contains("409") && err.contains("succeeded"), "{err}");
 
-    // A validation that fails: someone installed a newer Contoso in test
-    // by hand, so the next version Slipway exports is not higher than it.
-    gw.install(
-        "test",
-        slipway_testkit::solution_zip::SolutionZip::new("Contoso", "9.0.0.0")
-            .publisher("contoso", "cts")
-            .root_component(1, "cts_order")
-            .managed(true)
-            .build(),
-    )
-    .await;
-    let stale = gw
-        .slipway(
-            &s.maker,
-            &[
-                "deploy",
-                "--solution",
-                "Contoso",
-                "--stage",
-                "test",
-                "--wait",
-            ],
-        )
-        .await;
+    // A validation that fails: a size limit only the exported file can be
+    // checked against, so the run is accepted and the validator refuses it.
+    let policies = gw.dir.path().join("tiny.json");
+    std::fs::write(&policies, r#"{"max_artifact_bytes": 100}"#).unwrap();
+    update_test_stage(&gw, &["--policies", policies.to_str().unwrap()]).await;
+    let stale = gw.deploy(&s.maker, "Contoso", "test", &["--wait"]).await;
     let err = stale.fails(1);
-    assert!(err.contains("not higher than 9.0.0.0"), "{err}");
+    assert!(
+        err.contains("over this stage's limit"),
+        "stderr: {err}\nstdout: {}",
+        stale.stdout
+    );
     assert!(
         stale
             .stdout
-            .contains("validation found:\n  - version: version 1.0.0.2 is not higher"),
+            .contains("validation found:\n  - policy max_artifact_bytes: the solution file is"),
         "{}",
         stale.stdout
     );
 
     // A dry run validates and stops there.
     let dry = gw
-        .slipway(
-            &s.maker,
-            &[
-                "deploy",
-                "--solution",
-                "Contoso",
-                "--stage",
-                "prod",
-                "--dry-run",
-                "--wait",
-            ],
-        )
+        .deploy(&s.maker, "Contoso", "prod", &["--dry-run", "--wait"])
         .await;
     let out = dry.ok();
     assert!(
@@ -605,12 +523,7 @@ async fn admins_create_list_and_delete_webhooks() {
     assert!(maker.fails(1).contains("403"), "{}", maker.stderr);
 
     // A run raises OnDeploymentRequested: a delivery (to nobody listening).
-    gw.slipway(
-        &s.maker,
-        &["deploy", "--solution", "Contoso", "--stage", "test"],
-    )
-    .await
-    .ok();
+    gw.deploy(&s.maker, "Contoso", "test", &[]).await.ok();
     let deliveries = gw
         .admin(&["admin", "webhook", "deliveries", &id, "-o", "json"])
         .await

@@ -2,29 +2,17 @@
 //! one installed solution, named as packages name them.
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
+mod common;
 
 use bytes::Bytes;
-use slipway_dataverse::{Client, ClientConfig, Credentials, ImportRequest};
-use slipway_envsim::config::EnvironmentConfig;
-use slipway_envsim::{Config, EnvSim};
+use slipway_dataverse::ImportRequest;
 use slipway_testkit::solution_zip::SolutionZip;
 
 const FLOW_ID: &str = "6b53c887-1111-2222-3333-444455556666";
 
 #[tokio::test]
 async fn lists_the_components_of_one_installed_solution() {
-    let mut config = Config::in_memory();
-    config.dev_tokens = vec!["dev-token".into()];
-    config.environments = vec![EnvironmentConfig::new("dev")];
-    let sim = EnvSim::start(config).await.unwrap();
-    let mut c = ClientConfig::new(
-        sim.env_url("dev"),
-        Credentials::StaticToken("dev-token".into()),
-    );
-    c.poll_interval = Duration::from_millis(20);
-    c.poll_timeout = Some(Duration::from_secs(30));
-    let client = Client::new(c).unwrap();
+    let (_sim, client) = common::dev_only().await;
 
     let app = SolutionZip::new("ContosoApp", "1.0.0.0")
         .root_component(1, "cts_Project")

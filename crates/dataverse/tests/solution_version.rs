@@ -3,27 +3,15 @@
 //! Dataverse's error, not retried.
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
+mod common;
 
 use bytes::Bytes;
-use slipway_dataverse::{Client, ClientConfig, Credentials, DataverseError, ImportRequest};
-use slipway_envsim::config::EnvironmentConfig;
-use slipway_envsim::{Config, EnvSim};
+use slipway_dataverse::{DataverseError, ImportRequest};
 use slipway_testkit::solution_zip::SolutionZip;
 
 #[tokio::test]
 async fn sets_the_version_of_an_unmanaged_solution_only() {
-    let mut config = Config::in_memory();
-    config.dev_tokens = vec!["dev-token".into()];
-    config.environments = vec![EnvironmentConfig::new("dev")];
-    let sim = EnvSim::start(config).await.unwrap();
-    let mut c = ClientConfig::new(
-        sim.env_url("dev"),
-        Credentials::StaticToken("dev-token".into()),
-    );
-    c.poll_interval = Duration::from_millis(20);
-    c.poll_timeout = Some(Duration::from_secs(30));
-    let client = Client::new(c).unwrap();
+    let (sim, client) = common::dev_only().await;
     for zip in [
         SolutionZip::new("ContosoApp", "1.2.3.4").build(),
         SolutionZip::new("Vendor", "2.0.0.0").managed(true).build(),

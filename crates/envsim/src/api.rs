@@ -549,6 +549,44 @@ fn context(headers: &HeaderMap, env: &str, fragment: &str) -> Value {
     ))
 }
 
+/// The zip an installed solution exports from; every installed one has one.
+async fn installed_zip(state: &AppState, env: &str, name: &str) -> Result<Vec<u8>, ApiError> {
+    state
+        .store
+        .solution_zip(env, name)
+        .await?
+        .ok_or_else(|| ApiError::internal("solution zip missing"))
+}
+
+/// The guid of a single-record segment `<set>(<guid>)`, when `resource` is one.
+fn record_id(resource: &str, set: &str) -> Option<Result<Uuid, ApiError>> {
+    let id = resource
+        .strip_prefix(set)?
+        .strip_prefix('(')?
+        .strip_suffix(')')?;
+    Some(Uuid::parse_str(id).map_err(|_| ApiError::bad_request(format!("{id:?} is not a guid"))))
+}
+
+/// The answer to `GET <entity>s(<id>)`: the row with the `$select`ed
+/// columns, or Dataverse's 404.
+fn one_record(
+    row: Option<Map<String, Value>>,
+    id: Uuid,
+    entity: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    env: &str,
+) -> Result<Json<Value>, ApiError> {
+    let row =
+        row.ok_or_else(|| ApiError::not_found(format!("{entity} With Id = {id} Does Not Exist")))?;
+    let mut row = select(row, query.get("$select"), entity)?;
+    row.insert(
+        "@odata.context".into(),
+        context(headers, env, &format!("{entity}s/$entity")),
+    );
+    Ok(Json(Value::Object(row)))
+}
+
 async fn read(
     State(state): State<Arc<AppState>>,
     Path((env, resource)): Path<(String, String)>,
@@ -571,41 +609,15 @@ async fn read(
         who["@odata.context"] = context(&headers, env, "Microsoft.Dynamics.CRM.WhoAmIResponse");
         return Ok(Json(who));
     }
-    if let Some(id) = resource
-        .strip_prefix("asyncoperations(")
-        .and_then(|r| r.strip_suffix(')'))
-    {
-        let id = Uuid::parse_str(id)
-            .map_err(|_| ApiError::bad_request(format!("{id:?} is not a guid")))?;
-        let row = state
-            .store
-            .async_operation_row(env, id)
-            .await?
-            .ok_or_else(|| {
-                ApiError::not_found(format!("asyncoperation With Id = {id} Does Not Exist"))
-            })?;
-        let mut row = select(row, query.get("$select"), "asyncoperation")?;
-        row.insert(
-            "@odata.context".into(),
-            context(&headers, env, "asyncoperations/$entity"),
-        );
-        return Ok(Json(Value::Object(row)));
+    if let Some(id) = record_id(&resource, "asyncoperations") {
+        let id = id?;
+        let row = state.store.async_operation_row(env, id).await?;
+        return one_record(row, id, "asyncoperation", &query, &headers, env);
     }
-    if let Some(id) = resource
-        .strip_prefix("importjobs(")
-        .and_then(|r| r.strip_suffix(')'))
-    {
-        let id = Uuid::parse_str(id)
-            .map_err(|_| ApiError::bad_request(format!("{id:?} is not a guid")))?;
-        let row = state.store.import_job_row(env, id).await?.ok_or_else(|| {
-            ApiError::not_found(format!("importjob With Id = {id} Does Not Exist"))
-        })?;
-        let mut row = select(row, query.get("$select"), "importjob")?;
-        row.insert(
-            "@odata.context".into(),
-            context(&headers, env, "importjobs/$entity"),
-        );
-        return Ok(Json(Value::Object(row)));
+    if let Some(id) = record_id(&resource, "importjobs") {
+        let id = id?;
+        let row = state.store.import_job_row(env, id).await?;
+        return one_record(row, id, "importjob", &query, &headers, env);
     }
     let found = if resource == "systemusers" {
         Some(rt.user_rows())
@@ -961,11 +973,7 @@ async fn update(
             installed.unique_name
         )));
     }
-    let zip = state
-        .store
-        .solution_zip(env, &installed.unique_name)
-        .await?
-        .ok_or_else(|| ApiError::internal("solution zip missing"))?;
+    let zip = installed_zip(&state, env, &installed.unique_name).await?;
     let zip = slipway_solution::reversion(&zip, &parsed, &slipway_solution::Limits::default())
         .map_err(ApiError::internal)?;
     state
@@ -1018,11 +1026,7 @@ async fn export_solution(
             installed.unique_name
         )));
     }
-    let zip = state
-        .store
-        .solution_zip(env, &installed.unique_name)
-        .await?
-        .ok_or_else(|| ApiError::internal("solution zip missing"))?;
+    let zip = installed_zip(state, env, &installed.unique_name).await?;
     let zip = if req.managed {
         engine::as_managed(&zip).map_err(ApiError::internal)?
     } else {

@@ -248,19 +248,8 @@ impl Store {
 
     /// The installed solution with this unique name.
     pub async fn installed(&self, env: &str, name: &str) -> Result<Option<Installed>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT unique_name, version, managed FROM solutions
-             WHERE env = ? AND unique_name = ?",
-        )
-        .bind(env)
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| Installed {
-            unique_name: r.get(0),
-            version: r.get(1),
-            managed: r.get::<i64, _>(2) != 0,
-        }))
+        self.installed_where("unique_name = ?", env, name.to_owned())
+            .await
     }
 
     /// The installed solution whose `solutionid` is `id`.
@@ -269,12 +258,23 @@ impl Store {
         env: &str,
         id: Uuid,
     ) -> Result<Option<Installed>, sqlx::Error> {
-        let row = sqlx::query(
+        self.installed_where("LOWER(solution_id) = ?", env, id.to_string())
+            .await
+    }
+
+    /// The installed solution of `env` matching `condition` on `key`.
+    async fn installed_where(
+        &self,
+        condition: &'static str,
+        env: &str,
+        key: String,
+    ) -> Result<Option<Installed>, sqlx::Error> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT unique_name, version, managed FROM solutions
-             WHERE env = ? AND LOWER(solution_id) = ?",
-        )
+             WHERE env = ? AND {condition}"
+        )))
         .bind(env)
-        .bind(id.to_string())
+        .bind(key)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| Installed {

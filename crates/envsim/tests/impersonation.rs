@@ -48,37 +48,32 @@ fn zip(version: &str) -> Vec<u8> {
         .build()
 }
 
-/// Every `asyncoperations` row of `test`.
-async fn operations(sim: &Running) -> Vec<Value> {
-    let body: Value = http()
-        .get(format!(
-            "{}/api/data/v9.2/asyncoperations",
-            sim.env_url("test")
-        ))
+/// What `test` answers to `GET /api/data/v9.2/<path>` as the dev token.
+async fn get(sim: &Running, path: &str) -> Value {
+    http()
+        .get(format!("{}/api/data/v9.2/{path}", sim.env_url("test")))
         .bearer_auth(DEV_TOKEN)
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Every `asyncoperations` row of `test`.
+async fn operations(sim: &Running) -> Vec<Value> {
+    let body = get(sim, "asyncoperations").await;
     body["value"].as_array().unwrap().clone()
 }
 
 /// The `solutions` row of `name`.
 async fn solution_row(sim: &Running, name: &str) -> Value {
-    let body: Value = http()
-        .get(format!(
-            "{}/api/data/v9.2/solutions?$filter=uniquename eq '{name}'&$select=uniquename,_modifiedby_value,_modifiedonbehalfby_value",
-            sim.env_url("test")
-        ))
-        .bearer_auth(DEV_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = get(
+        sim,
+        &format!("solutions?$filter=uniquename eq '{name}'&$select=uniquename,_modifiedby_value,_modifiedonbehalfby_value"),
+    )
+    .await;
     body["value"][0].clone()
 }
 

@@ -760,7 +760,7 @@ async fn authorization_matrix(db: Db) {
     let run = maker
         .post(
             "/api/v1/deployments",
-            json!({"solution_name": "Contoso", "pipeline_id": p1, "stage_id": s1, "source_environment": "dev"}),
+            json!({"solution_name": "Contoso", "pipeline_id": p1, "stage_id": s1, "source_environment": "dev", "version": "1.0.0.1"}),
         )
         .await
         .ok(202);
@@ -769,7 +769,7 @@ async fn authorization_matrix(db: Db) {
     assert_eq!(run["deployment"]["target_environment"], "test");
     assert_eq!(run["deployment"]["pipeline_id"], p1.as_str());
 
-    let deploy = json!({"solution_name": "Contoso", "pipeline_id": p1, "stage_id": s1, "source_environment": "dev"});
+    let deploy = json!({"solution_name": "Contoso", "pipeline_id": p1, "stage_id": s1, "source_environment": "dev", "version": "1.0.0.1"});
     let stage_body = json!({"name": "x", "target_environment_ids": []});
     let unknown = unknown_id();
     let routes = vec![
@@ -1181,7 +1181,7 @@ async fn authorization_matrix(db: Db) {
     assert_same_404(hidden, &p1, missing, &unknown);
 
     // ---- deploying through pipelines
-    let via = |pipeline: &str, stage: &str, source: &str| json!({"solution_name": "Contoso", "pipeline_id": pipeline, "stage_id": stage, "source_environment": source});
+    let via = |pipeline: &str, stage: &str, source: &str| json!({"solution_name": "Contoso", "pipeline_id": pipeline, "stage_id": stage, "source_environment": source, "version": "1.0.0.1"});
     let via_group = maker
         .post("/api/v1/deployments", via(&p2, &s2, "dev"))
         .await
@@ -2121,7 +2121,7 @@ async fn oidc_callers_get_roles_and_shares_from_their_groups(db: Db) {
     let run = maker
         .post(
             "/api/v1/deployments",
-            json!({"solution_name": "Contoso", "pipeline_id": team, "stage_id": stage, "source_environment": "dev"}),
+            json!({"solution_name": "Contoso", "pipeline_id": team, "stage_id": stage, "source_environment": "dev", "version": "1.0.0.1"}),
         )
         .await
         .ok(202);
@@ -2176,7 +2176,7 @@ async fn oidc_callers_get_roles_and_shares_from_their_groups(db: Db) {
     maker
         .post(
             "/api/v1/deployments",
-            json!({"solution_name": "Contoso", "pipeline_id": team, "stage_id": stage, "source_environment": "dev"}),
+            json!({"solution_name": "Contoso", "pipeline_id": team, "stage_id": stage, "source_environment": "dev", "version": "1.0.0.1"}),
         )
         .await
         .ok(403);

@@ -5,11 +5,13 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use slipway_bus::{Bus, BusConfig, Transport};
+use slipway_bus::Bus;
 use slipway_service::config::Config;
 use slipway_service::shutdown::CancellationToken;
-use slipway_service::worker::serve;
 use slipway_store::Store;
+
+#[path = "common/in_process.rs"]
+mod in_process;
 
 struct App {
     url: String,
@@ -23,62 +25,16 @@ async fn start(database_url: &str) -> App {
     config.gateway.listen = "127.0.0.1:0".into();
     config.gateway.outbox_poll_ms = 50;
     config.artifacts.url = "memory://".into();
-    config.bus = BusConfig {
-        transport: Transport::InProcess,
-        retry_base_ms: 10,
-        retry_max_ms: 20,
-        max_attempts: 3,
-        ..BusConfig::default()
-    };
+    config.bus = in_process::bus_config();
     let store = Store::connect(database_url).await.unwrap();
-    let admin = slipway_gateway::admin::issue_token(
-        &store,
-        "test",
-        slipway_gateway::admin::TokenRequest {
-            name: "api test".into(),
-            subject: "api-admin".into(),
-            groups: vec![],
-            roles: vec![slipway_store::AccessRole::Admin],
-            expires_in_days: None,
-        },
-    )
-    .await
-    .unwrap();
+    let admin = in_process::admin_token(&store, "api test", "api-admin").await;
     let bus = Bus::connect(&config.bus).await.unwrap();
     let shutdown = CancellationToken::new();
-    tokio::spawn(serve(
-        bus.clone(),
-        slipway_exporter::ExporterStep::from_config(&config)
-            .await
-            .unwrap(),
-        shutdown.clone(),
-    ));
-    tokio::spawn(serve(
-        bus.clone(),
-        slipway_validator::ValidatorStep::from_config(&config)
-            .await
-            .unwrap(),
-        shutdown.clone(),
-    ));
-    tokio::spawn(serve(
-        bus.clone(),
-        slipway_importer::ImporterStep::from_config(&config)
-            .await
-            .unwrap(),
-        shutdown.clone(),
-    ));
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let s = shutdown.clone();
-    let task = tokio::spawn(async move {
-        slipway_gateway::run(&config, store, bus, s, move |addr| {
-            let _ = tx.send(addr);
-        })
-        .await
-    });
-    let addr = rx.await.unwrap();
+    in_process::spawn_workers(&bus, &config, &shutdown).await;
+    let (url, task) = in_process::spawn_gateway(config, store, bus, shutdown.clone()).await;
     App {
-        url: format!("http://{addr}"),
-        http: slipway_testkit::http_client_with_token(&admin.token).unwrap(),
+        url,
+        http: slipway_testkit::http_client_with_token(&admin).unwrap(),
         shutdown,
         task,
     }

@@ -110,28 +110,25 @@ async fn a_run_carries_its_latest_import_progress(db: Db) {
         "nothing before the import"
     );
 
-    let operation = Uuid::new_v4();
-    gw.bus
-        .publish(&import_event(id, StepStatus::Started, None))
-        .await
-        .unwrap();
-    gw.bus
-        .publish(&import_event(
-            id,
-            StepStatus::Started,
-            progress(operation, None),
-        ))
-        .await
-        .unwrap();
-    let started = eventually(
-        "the import's first report",
-        Duration::from_secs(10),
-        || async move {
+    // Publishes what the importer would.
+    let publish = async |status: StepStatus, outcome: Option<StepOutcome>| {
+        gw.bus
+            .publish(&import_event(id, status, outcome))
+            .await
+            .unwrap();
+    };
+    // The run once it has had `polls` reports.
+    let reported = async |what: &str, polls: u64| {
+        eventually(what, Duration::from_secs(10), || async move {
             let run = a.get(path).await.ok(200);
-            (run["import_progress"]["polls"] == 1).then_some(run)
-        },
-    )
-    .await;
+            (run["import_progress"]["polls"] == polls).then_some(run)
+        })
+        .await
+    };
+    let operation = Uuid::new_v4();
+    publish(StepStatus::Started, None).await;
+    publish(StepStatus::Started, progress(operation, None)).await;
+    let started = reported("the import's first report", 1).await;
     assert_eq!(started["state"], "importing");
     assert_eq!(started["import_progress"]["percent"], Value::Null);
 
@@ -141,14 +138,7 @@ async fn a_run_carries_its_latest_import_progress(db: Db) {
     let first = stream.next_run(Duration::from_secs(5)).await;
     assert_eq!(first["import_progress"]["polls"], 1, "{first}");
     let sent = Instant::now();
-    gw.bus
-        .publish(&import_event(
-            id,
-            StepStatus::Started,
-            progress(operation, Some(40.0)),
-        ))
-        .await
-        .unwrap();
+    publish(StepStatus::Started, progress(operation, Some(40.0))).await;
     let live = stream.next_run(Duration::from_secs(5)).await;
     assert!(
         sent.elapsed() < Duration::from_millis(1_500),
@@ -177,31 +167,17 @@ async fn a_run_carries_its_latest_import_progress(db: Db) {
 
     // A report without a percentage (the environment did not say) keeps
     // the last one; the import's success makes it 100.
-    gw.bus
-        .publish(&import_event(
-            id,
-            StepStatus::Started,
-            progress(operation, None),
-        ))
-        .await
-        .unwrap();
-    let kept = eventually("the third report", Duration::from_secs(10), || async move {
-        let run = a.get(path).await.ok(200);
-        (run["import_progress"]["polls"] == 3).then_some(run)
-    })
-    .await;
+    publish(StepStatus::Started, progress(operation, None)).await;
+    let kept = reported("the third report", 3).await;
     assert_eq!(kept["import_progress"]["percent"], 40.0, "{kept}");
-    gw.bus
-        .publish(&import_event(
-            id,
-            StepStatus::Succeeded,
-            Some(StepOutcome::Imported {
-                async_operation_id: operation,
-                message: None,
-            }),
-        ))
-        .await
-        .unwrap();
+    publish(
+        StepStatus::Succeeded,
+        Some(StepOutcome::Imported {
+            async_operation_id: operation,
+            message: None,
+        }),
+    )
+    .await;
     let done = eventually("the success", Duration::from_secs(10), || async move {
         let run = a.get(path).await.ok(200);
         (run["state"] == "succeeded").then_some(run)
@@ -213,14 +189,7 @@ async fn a_run_carries_its_latest_import_progress(db: Db) {
     // A late report of a run that is over changes nothing.
     let history_len = a.get(&format!("{path}/events")).await.ok(200);
     let history_len = history_len.as_array().unwrap().len();
-    gw.bus
-        .publish(&import_event(
-            id,
-            StepStatus::Started,
-            progress(operation, Some(10.0)),
-        ))
-        .await
-        .unwrap();
+    publish(StepStatus::Started, progress(operation, Some(10.0))).await;
     eventually(
         "the late report recorded",
         Duration::from_secs(10),

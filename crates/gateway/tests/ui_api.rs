@@ -48,7 +48,7 @@ async fn run_history_filters_apply_before_the_limit(db: Db) {
     let maker = gw.user("maker", &[], &["maker"]).await;
     let outsider = gw.user("outsider", &[], &["maker"]).await;
 
-    let via = |pipeline: &str, stage: &str, solution: &str| json!({"solution_name": solution, "pipeline_id": pipeline, "stage_id": stage, "source_environment": "dev"});
+    let via = |pipeline: &str, stage: &str, solution: &str| json!({"solution_name": solution, "pipeline_id": pipeline, "stage_id": stage, "source_environment": "dev", "version": "1.0.0.1"});
     // Oldest first; apart in time, so the order is certain.
     let mut submitted: [String; 4] = Default::default();
     for (i, (api, body)) in [
@@ -415,31 +415,10 @@ impl Events {
 /// The exporter, validator and importer on the gateway's bus, doing
 /// placeholder work (the runs here name no registered environments).
 async fn start_workers(bus: &slipway_bus::Bus) -> CancellationToken {
-    use slipway_service::worker::serve;
     let mut config = Config::default();
     config.artifacts.url = "memory://".into();
     let shutdown = CancellationToken::new();
-    tokio::spawn(serve(
-        bus.clone(),
-        slipway_exporter::ExporterStep::from_config(&config)
-            .await
-            .unwrap(),
-        shutdown.clone(),
-    ));
-    tokio::spawn(serve(
-        bus.clone(),
-        slipway_validator::ValidatorStep::from_config(&config)
-            .await
-            .unwrap(),
-        shutdown.clone(),
-    ));
-    tokio::spawn(serve(
-        bus.clone(),
-        slipway_importer::ImporterStep::from_config(&config)
-            .await
-            .unwrap(),
-        shutdown.clone(),
-    ));
+    common::in_process::spawn_workers(bus, &config, &shutdown).await;
     shutdown
 }
 

@@ -41,6 +41,15 @@ impl Fixture {
         Self::with_faults(Faults::default()).await
     }
 
+    /// A fixture whose `test` takes `ms` to import.
+    async fn with_import_delay(ms: u64) -> Self {
+        Self::with_faults(Faults {
+            import_delay_ms: ms,
+            ..Faults::default()
+        })
+        .await
+    }
+
     async fn with_faults(faults: Faults) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("token");
@@ -130,6 +139,11 @@ impl Fixture {
         }
     }
 
+    /// Stores the managed Contoso of `version` as an artifact.
+    async fn contoso(&self, version: &str) -> ArtifactRef {
+        self.artifact(contoso(version).build(), version).await
+    }
+
     fn deployment(&self, solution: &str, settings: Option<serde_json::Value>) -> Deployment {
         Deployment {
             source: Some(self.access("dev")),
@@ -137,6 +151,29 @@ impl Fixture {
             settings,
             ..Deployment::between(solution, "dev", "test")
         }
+    }
+
+    /// The row of async operation `id` in `test`.
+    async fn operation(&self, id: Uuid) -> serde_json::Value {
+        let id = id.to_string();
+        self.operations("test")
+            .await
+            .into_iter()
+            .find(|o| o["asyncoperationid"] == id.as_str())
+            .unwrap_or_else(|| panic!("test has no async operation {id}"))
+    }
+
+    /// Drives a new run importing `artifact` as `solution` (with `settings`)
+    /// to its end.
+    async fn import(
+        &self,
+        step: &ImporterStep,
+        solution: &str,
+        settings: Option<serde_json::Value>,
+        artifact: ArtifactRef,
+    ) -> Vec<StepDone> {
+        let deployment = self.deployment(solution, settings);
+        drive(step, Uuid::now_v7(), start_command(deployment, artifact)).await
     }
 
     /// The async operations the target has, as JSON rows.
@@ -193,6 +230,16 @@ fn progress_id(done: &StepDone) -> Uuid {
     }
 }
 
+/// Runs only the start of a new run deploying `artifact`.
+async fn start_only(
+    step: &ImporterStep,
+    deployment: Deployment,
+    artifact: ArtifactRef,
+) -> StepDone {
+    let first = Envelope::new(Uuid::now_v7(), start_command(deployment, artifact));
+    step.run(&first).await.unwrap()
+}
+
 /// Runs `first`, then every poll it leads to, until the step is no longer
 /// in progress; returns every result. Waits each poll's delay in between,
 /// as the bus would.
@@ -216,13 +263,9 @@ async fn drive(step: &ImporterStep, run_id: Uuid, first: Message) -> Vec<StepDon
 
 #[tokio::test]
 async fn start_then_polls_import_the_artifact_at_its_version() {
-    let fx = Fixture::with_faults(Faults {
-        import_delay_ms: 150,
-        ..Faults::default()
-    })
-    .await;
+    let fx = Fixture::with_import_delay(150).await;
     let step = fx.step(10, 40);
-    let artifact = fx.artifact(contoso("1.2.0.3").build(), "1.2.0.3").await;
+    let artifact = fx.contoso("1.2.0.3").await;
     let run_id = Uuid::now_v7();
 
     let results = drive(
@@ -275,20 +318,11 @@ fn progress_percent(done: &StepDone) -> Option<f64> {
 
 #[tokio::test]
 async fn the_polls_of_a_slow_import_report_its_growing_percentage() {
-    let fx = Fixture::with_faults(Faults {
-        import_delay_ms: 1_200,
-        ..Faults::default()
-    })
-    .await;
+    let fx = Fixture::with_import_delay(1_200).await;
     let step = fx.step(100, 100);
-    let artifact = fx.artifact(contoso("1.0.0.0").build(), "1.0.0.0").await;
+    let artifact = fx.contoso("1.0.0.0").await;
 
-    let results = drive(
-        &step,
-        Uuid::now_v7(),
-        start_command(fx.deployment("Contoso", None), artifact),
-    )
-    .await;
+    let results = fx.import(&step, "Contoso", None, artifact).await;
 
     assert_eq!(
         progress_percent(&results[0]),
@@ -324,20 +358,10 @@ async fn the_polls_of_a_slow_import_report_its_growing_percentage() {
 
 #[tokio::test]
 async fn a_poll_that_cannot_read_the_import_job_goes_on_without_a_percentage() {
-    let fx = Fixture::with_faults(Faults {
-        import_delay_ms: 60_000,
-        ..Faults::default()
-    })
-    .await;
+    let fx = Fixture::with_import_delay(60_000).await;
     let step = fx.step(10, 10);
-    let artifact = fx.artifact(contoso("1.0.0.0").build(), "1.0.0.0").await;
-    let start = step
-        .run(&Envelope::new(
-            Uuid::now_v7(),
-            start_command(fx.deployment("Contoso", None), artifact),
-        ))
-        .await
-        .unwrap();
+    let artifact = fx.contoso("1.0.0.0").await;
+    let start = start_only(&step, fx.deployment("Contoso", None), artifact).await;
     let poll = start.next.unwrap();
 
     // Polled under another run id, the poll names an import job the
@@ -388,7 +412,7 @@ async fn a_stage_deploy_as_imports_as_that_user_or_service_principal() {
             &bot,
         ),
     ] {
-        let artifact = fx.artifact(contoso(version).build(), version).await;
+        let artifact = fx.contoso(version).await;
         let deployment = Deployment {
             deploy_as: Some(identity.clone()),
             ..fx.deployment("Contoso", None)
@@ -396,12 +420,7 @@ async fn a_stage_deploy_as_imports_as_that_user_or_service_principal() {
         let results = drive(&step, Uuid::now_v7(), start_command(deployment, artifact)).await;
         let last = results.last().unwrap();
         assert_eq!(last.report, StepReport::Succeeded, "{identity}: {last:?}");
-        let id = progress_id(&results[0]).to_string();
-        let operations = fx.operations("test").await;
-        let op = operations
-            .iter()
-            .find(|o| o["asyncoperationid"] == id.as_str())
-            .unwrap();
+        let op = fx.operation(progress_id(&results[0])).await;
         assert_eq!(
             op["_createdby_value"],
             expected.as_str(),
@@ -419,19 +438,9 @@ async fn a_stage_deploy_as_imports_as_that_user_or_service_principal() {
     }
 
     // Without deploy-as the environment's own user imports.
-    let artifact = fx.artifact(contoso("1.0.0.3").build(), "1.0.0.3").await;
-    let results = drive(
-        &step,
-        Uuid::now_v7(),
-        start_command(fx.deployment("Contoso", None), artifact),
-    )
-    .await;
-    let id = progress_id(&results[0]).to_string();
-    let operations = fx.operations("test").await;
-    let op = operations
-        .iter()
-        .find(|o| o["asyncoperationid"] == id.as_str())
-        .unwrap();
+    let artifact = fx.contoso("1.0.0.3").await;
+    let results = fx.import(&step, "Contoso", None, artifact).await;
+    let op = fx.operation(progress_id(&results[0])).await;
     assert_eq!(op["_createdby_value"], own.as_str(), "{op}");
     assert_eq!(op["_createdonbehalfby_value"], serde_json::Value::Null);
 }
@@ -440,7 +449,7 @@ async fn a_stage_deploy_as_imports_as_that_user_or_service_principal() {
 async fn a_deploy_as_identity_unknown_to_the_target_fails_the_run_before_importing() {
     let fx = Fixture::start().await;
     let step = fx.step(10, 40);
-    let artifact = fx.artifact(contoso("1.0.0.1").build(), "1.0.0.1").await;
+    let artifact = fx.contoso("1.0.0.1").await;
     for (identity, says) in [
         (
             DeployIdentity::User {
@@ -466,13 +475,7 @@ async fn a_deploy_as_identity_unknown_to_the_target_fails_the_run_before_importi
             deploy_as: Some(identity.clone()),
             ..fx.deployment("Contoso", None)
         };
-        let done = step
-            .run(&Envelope::new(
-                Uuid::now_v7(),
-                start_command(deployment, artifact.clone()),
-            ))
-            .await
-            .unwrap();
+        let done = start_only(&step, deployment, artifact.clone()).await;
         assert_eq!(done.report, StepReport::Failed, "{identity}: {done:?}");
         let detail = done.detail.unwrap();
         assert!(detail.contains(says), "{identity}: {detail}");
@@ -489,13 +492,9 @@ async fn a_deploy_as_identity_unknown_to_the_target_fails_the_run_before_importi
 
 #[tokio::test]
 async fn a_redelivered_start_finds_the_same_import() {
-    let fx = Fixture::with_faults(Faults {
-        import_delay_ms: 100,
-        ..Faults::default()
-    })
-    .await;
+    let fx = Fixture::with_import_delay(100).await;
     let step = fx.step(10, 40);
-    let artifact = fx.artifact(contoso("1.0.0.1").build(), "1.0.0.1").await;
+    let artifact = fx.contoso("1.0.0.1").await;
     let run_id = Uuid::now_v7();
     let start = Envelope::new(
         run_id,
@@ -519,13 +518,9 @@ async fn a_redelivered_start_finds_the_same_import() {
 
 #[tokio::test]
 async fn a_crash_after_the_start_imports_exactly_once() {
-    let fx = Fixture::with_faults(Faults {
-        import_delay_ms: 50,
-        ..Faults::default()
-    })
-    .await;
+    let fx = Fixture::with_import_delay(50).await;
     let step = fx.step(10, 40);
-    let artifact = fx.artifact(contoso("2.0.0.0").build(), "2.0.0.0").await;
+    let artifact = fx.contoso("2.0.0.0").await;
     let run_id = Uuid::now_v7();
     let start = start_command(fx.deployment("Contoso", None), artifact);
 
@@ -568,12 +563,7 @@ async fn a_missing_dependency_fails_with_the_environments_message() {
         .build();
     let artifact = fx.artifact(zip, "1.0.0.0").await;
 
-    let results = drive(
-        &step,
-        Uuid::now_v7(),
-        start_command(fx.deployment("Invoices", None), artifact),
-    )
-    .await;
+    let results = fx.import(&step, "Invoices", None, artifact).await;
 
     let last = results.last().unwrap();
     assert_eq!(last.report, StepReport::Failed, "{last:?}");
@@ -618,14 +608,9 @@ async fn an_import_the_environment_fails_reports_its_message_verbatim() {
     })
     .await;
     let step = fx.step(5, 20);
-    let artifact = fx.artifact(contoso("1.0.0.0").build(), "1.0.0.0").await;
+    let artifact = fx.contoso("1.0.0.0").await;
 
-    let results = drive(
-        &step,
-        Uuid::now_v7(),
-        start_command(fx.deployment("Contoso", None), artifact),
-    )
-    .await;
+    let results = fx.import(&step, "Contoso", None, artifact).await;
 
     let last = results.last().unwrap();
     assert_eq!(last.report, StepReport::Failed);
@@ -659,12 +644,7 @@ async fn settings_become_component_parameters() {
         ],
     });
 
-    let results = drive(
-        &step,
-        Uuid::now_v7(),
-        start_command(fx.deployment("Contoso", Some(settings)), artifact),
-    )
-    .await;
+    let results = fx.import(&step, "Contoso", Some(settings), artifact).await;
 
     let last = results.last().unwrap();
     assert_eq!(last.report, StepReport::Succeeded, "{last:?}");
@@ -691,13 +671,9 @@ async fn settings_become_component_parameters() {
 
 #[tokio::test]
 async fn the_poll_delay_doubles_up_to_the_maximum() {
-    let fx = Fixture::with_faults(Faults {
-        import_delay_ms: 60_000,
-        ..Faults::default()
-    })
-    .await;
+    let fx = Fixture::with_import_delay(60_000).await;
     let step = fx.step(100, 350);
-    let artifact = fx.artifact(contoso("1.0.0.0").build(), "1.0.0.0").await;
+    let artifact = fx.contoso("1.0.0.0").await;
     let run_id = Uuid::now_v7();
 
     let mut envelope = Envelope::new(
@@ -724,7 +700,7 @@ async fn the_poll_delay_doubles_up_to_the_maximum() {
 async fn an_operation_the_environment_does_not_know_fails_the_run() {
     let fx = Fixture::start().await;
     let step = fx.step(5, 20);
-    let artifact = fx.artifact(contoso("1.0.0.0").build(), "1.0.0.0").await;
+    let artifact = fx.contoso("1.0.0.0").await;
     let unknown = Uuid::new_v4();
     let poll = Message::Import(ImportCommand {
         deployment: fx.deployment("Contoso", None),
@@ -749,16 +725,10 @@ async fn an_operation_the_environment_does_not_know_fails_the_run() {
 async fn an_artifact_missing_from_the_store_fails_the_run() {
     let fx = Fixture::start().await;
     let step = fx.step(5, 20);
-    let mut artifact = fx.artifact(contoso("1.0.0.0").build(), "1.0.0.0").await;
+    let mut artifact = fx.contoso("1.0.0.0").await;
     artifact.managed_sha256 = slipway_artifacts::ArtifactId::of(b"never stored").to_string();
 
-    let done = step
-        .run(&Envelope::new(
-            Uuid::now_v7(),
-            start_command(fx.deployment("Contoso", None), artifact),
-        ))
-        .await
-        .unwrap();
+    let done = start_only(&step, fx.deployment("Contoso", None), artifact).await;
 
     assert_eq!(done.report, StepReport::Failed);
     let reason = done.detail.unwrap();
@@ -770,7 +740,7 @@ async fn an_artifact_missing_from_the_store_fails_the_run() {
 async fn only_polls_are_continuations() {
     let fx = Fixture::start().await;
     let step = fx.step(5, 20);
-    let artifact = fx.artifact(contoso("1.0.0.0").build(), "1.0.0.0").await;
+    let artifact = fx.contoso("1.0.0.0").await;
     let start = ImportCommand {
         deployment: fx.deployment("Contoso", None),
         artifact,
@@ -804,13 +774,7 @@ async fn placeholder_deployments_succeed_at_once() {
         managed_bytes: 0,
     };
 
-    let done = step
-        .run(&Envelope::new(
-            Uuid::now_v7(),
-            start_command(deployment, artifact),
-        ))
-        .await
-        .unwrap();
+    let done = start_only(&step, deployment, artifact).await;
 
     assert_eq!(done, StepDone::succeeded(None, None));
     assert!(fx.operations("test").await.is_empty());
@@ -820,13 +784,9 @@ async fn placeholder_deployments_succeed_at_once() {
 /// one `succeeded`; the polls travel through the bus's delayed publish.
 #[tokio::test]
 async fn the_worker_reports_one_start_progress_and_one_success() {
-    let fx = Fixture::with_faults(Faults {
-        import_delay_ms: 300,
-        ..Faults::default()
-    })
-    .await;
+    let fx = Fixture::with_import_delay(300).await;
     let step = fx.step(20, 40);
-    let artifact = fx.artifact(contoso("3.1.0.0").build(), "3.1.0.0").await;
+    let artifact = fx.contoso("3.1.0.0").await;
     let bus = Bus::connect(&BusConfig {
         transport: Transport::InProcess,
         retry_base_ms: 10,

@@ -243,11 +243,16 @@ function envForm(formId, p, env, submitText) {
         </div>
       </div>
     </fieldset>
-    <div class="row">
-      <button type="submit" class="primary">${submitText}</button>
-      ${env && html`<button type="button" data-cancel>Cancel</button>`}
-    </div>
+    ${formButtons(submitText, env)}
   </form>`;
+}
+
+/** A form's submit button, and Cancel when it edits something that exists. */
+function formButtons(submitText, editing) {
+  return html`<div class="row">
+      <button type="submit" class="primary">${submitText}</button>
+      ${editing && html`<button type="button" data-cancel>Cancel</button>`}
+    </div>`;
 }
 
 /** Shows only the inputs of the chosen credential type; returns the
@@ -689,10 +694,7 @@ function stageForm(formId, p, pipeline, envs, stage, submitText) {
       <div class="field inline"><input type="checkbox" id="${p}-notes" name="policies.require_notes" ${attr(pol.require_notes, "checked")}>
         <label for="${p}-notes">Deployment notes required</label></div>
     </fieldset>
-    <div class="row">
-      <button type="submit" class="primary">${submitText}</button>
-      ${stage && html`<button type="button" data-cancel>Cancel</button>`}
-    </div>
+    ${formButtons(submitText, stage)}
   </form>`;
 }
 

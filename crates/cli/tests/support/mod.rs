@@ -7,11 +7,14 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
-use slipway_bus::{Bus, BusConfig, Transport};
+use slipway_bus::Bus;
 use slipway_service::config::Config;
 use slipway_service::shutdown::CancellationToken;
-use slipway_service::worker::serve;
 use slipway_store::Store;
+
+/// The gateway's own in-process start-up, shared with its tests.
+#[path = "../../../gateway/tests/common/in_process.rs"]
+mod in_process;
 
 /// The simulator's bearer token, kept in a file the environments reference.
 pub const SIM_TOKEN: &str = "cli-admin-test-token";
@@ -86,66 +89,20 @@ pub async fn start() -> Gateway {
     let artifacts = dir.path().join("artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     config.artifacts.url = format!("file://{}", artifacts.display());
-    config.bus = BusConfig {
-        transport: Transport::InProcess,
-        retry_base_ms: 10,
-        retry_max_ms: 20,
-        max_attempts: 3,
-        ..BusConfig::default()
-    };
+    config.bus = in_process::bus_config();
     let db = format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("gateway.sqlite").display()
     );
     let store = Store::connect(&db).await.unwrap();
-    let admin = slipway_gateway::admin::issue_token(
-        &store,
-        "bootstrap",
-        slipway_gateway::admin::TokenRequest {
-            name: "cli admin tests".into(),
-            subject: "cli-admin".into(),
-            groups: vec![],
-            roles: vec![slipway_store::AccessRole::Admin],
-            expires_in_days: None,
-        },
-    )
-    .await
-    .unwrap();
+    let admin = in_process::admin_token(&store, "cli admin tests", "cli-admin").await;
     let bus = Bus::connect(&config.bus).await.unwrap();
     let shutdown = CancellationToken::new();
-    tokio::spawn(serve(
-        bus.clone(),
-        slipway_exporter::ExporterStep::from_config(&config)
-            .await
-            .unwrap(),
-        shutdown.clone(),
-    ));
-    tokio::spawn(serve(
-        bus.clone(),
-        slipway_validator::ValidatorStep::from_config(&config)
-            .await
-            .unwrap(),
-        shutdown.clone(),
-    ));
-    tokio::spawn(serve(
-        bus.clone(),
-        slipway_importer::ImporterStep::from_config(&config)
-            .await
-            .unwrap(),
-        shutdown.clone(),
-    ));
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let s = shutdown.clone();
-    let task = tokio::spawn(async move {
-        slipway_gateway::run(&config, store, bus, s, move |addr| {
-            let _ = tx.send(addr);
-        })
-        .await
-    });
-    let addr = rx.await.unwrap();
+    in_process::spawn_workers(&bus, &config, &shutdown).await;
+    let (url, task) = in_process::spawn_gateway(config, store, bus, shutdown.clone()).await;
     Gateway {
-        url: format!("http://{addr}"),
-        admin: admin.token,
+        url,
+        admin,
         shutdown,
         task,
         sim,
@@ -178,6 +135,46 @@ impl Gateway {
 
     pub async fn admin(&self, args: &[&str]) -> Out {
         self.slipway(&self.admin, args).await
+    }
+
+    /// `slipway deploy --solution <solution> --stage <stage>` and `extra`,
+    /// as `token`.
+    pub async fn deploy(&self, token: &str, solution: &str, stage: &str, extra: &[&str]) -> Out {
+        let mut args = vec!["deploy", "--solution", solution, "--stage", stage];
+        args.extend_from_slice(extra);
+        self.slipway(token, &args).await
+    }
+
+    /// As admin, a token of `subject` with `role`: what the CLI printed.
+    pub async fn create_token(&self, subject: &str, role: &str) -> Value {
+        self.admin(&[
+            "admin",
+            "token",
+            "create",
+            "--subject",
+            subject,
+            "--role",
+            role,
+            "-o",
+            "json",
+        ])
+        .await
+        .json()
+    }
+
+    /// As admin, shares `pipeline` with the user `user` (extra `args`).
+    pub async fn share(&self, pipeline: &str, user: &str, args: &[&str]) -> Out {
+        let mut all = vec![
+            "admin",
+            "share",
+            "add",
+            "--pipeline",
+            pipeline,
+            "--user",
+            user,
+        ];
+        all.extend_from_slice(args);
+        self.admin(&all).await
     }
 
     /// A secret reference to a file that does not exist: the background
@@ -399,37 +396,11 @@ pub async fn set_up(gw: &Gateway) -> Setup {
         .json();
     assert_eq!(prod["previous_stage_id"], test["id"], "{prod}");
     assert_eq!(names(&prod["targets"]), ["prod"]);
-    let created = gw
-        .admin(&[
-            "admin",
-            "token",
-            "create",
-            "--subject",
-            "maker",
-            "--role",
-            "maker",
-            "-o",
-            "json",
-        ])
-        .await
-        .json();
+    let created = gw.create_token("maker", "maker").await;
     let maker = created["token"].as_str().unwrap().to_owned();
     assert!(maker.starts_with("slw_"), "{created}");
     assert_eq!(created["api_token"]["subject"], "maker");
-    let shared = gw
-        .admin(&[
-            "admin",
-            "share",
-            "add",
-            "--pipeline",
-            "Contoso",
-            "--user",
-            "maker",
-            "-o",
-            "json",
-        ])
-        .await
-        .json();
+    let shared = gw.share("Contoso", "maker", &["-o", "json"]).await.json();
     assert_eq!(shared["shares"][0]["name"], "maker", "{shared}");
     Setup {
         pipeline_id,

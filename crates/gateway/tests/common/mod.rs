@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use slipway_bus::{Bus, BusConfig, Transport};
+use slipway_bus::Bus;
 use slipway_service::config::Config;
 use slipway_service::shutdown::CancellationToken;
-use slipway_store::{AccessRole, Store};
+use slipway_store::Store;
+
+pub mod in_process;
 
 /// The subject of the admin token every gateway starts with.
 pub const ADMIN: &str = "test-admin";
@@ -86,49 +88,21 @@ pub async fn start(db: Db, tweak: impl FnOnce(&mut Config)) -> Gw {
     config.gateway.listen = "127.0.0.1:0".into();
     config.gateway.outbox_poll_ms = 50;
     config.gateway.environment_check_timeout_ms = 5_000;
-    config.bus = BusConfig {
-        transport: Transport::InProcess,
-        retry_base_ms: 10,
-        retry_max_ms: 20,
-        max_attempts: 3,
-        ..BusConfig::default()
-    };
+    config.bus = in_process::bus_config();
     tweak(&mut config);
     let store = Store::connect(&db_url).await.unwrap();
-    let admin = slipway_gateway::admin::issue_token(
-        &store,
-        "bootstrap",
-        slipway_gateway::admin::TokenRequest {
-            name: "admin tests".into(),
-            subject: ADMIN.into(),
-            groups: vec![],
-            roles: vec![AccessRole::Admin],
-            expires_in_days: None,
-        },
-    )
-    .await
-    .unwrap();
+    let admin = in_process::admin_token(&store, "admin tests", ADMIN).await;
     let bus = Bus::connect(&config.bus).await.unwrap();
     let shutdown = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let s = shutdown.clone();
-    let gw_store = store.clone();
-    let gw_bus = bus.clone();
-    let task = tokio::spawn(async move {
-        slipway_gateway::run(&config, gw_store, gw_bus, s, move |addr| {
-            let _ = tx.send(addr);
-        })
-        .await
-    });
-    let addr = rx.await.unwrap();
-    let url = format!("http://{addr}");
+    let (url, task) =
+        in_process::spawn_gateway(config, store.clone(), bus.clone(), shutdown.clone()).await;
     let anonymous = Api {
         base: url.clone(),
         http: slipway_testkit::http_client().unwrap(),
         auth: None,
     };
     Gw {
-        admin: anonymous.bearer(&admin.token),
+        admin: anonymous.bearer(&admin),
         bus,
         url,
         db_url,
