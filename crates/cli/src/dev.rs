@@ -187,6 +187,7 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     let gateway = slipway_gateway::run(&config, store.clone(), bus, shutdown.clone(), move |addr| {
         println!(
             "slipway dev is up: gateway on http://{addr} (database {database})\n\
+             web UI: http://{addr}/ui/ (sign in with a token below)\n\
              admin token: {admin}\n\
              maker token: {maker}\n\
              (kept in {tokens_file}; use one with `slipway profile set --url http://{addr} --token <token>`)\n\
