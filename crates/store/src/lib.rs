@@ -533,18 +533,18 @@ impl Store {
             if let Some(StepOutcome::Validated { artifact, report }) = &event.outcome {
                 // Keep what was validated, whatever the verdict.
                 record_validation(&mut tx, run_id, artifact, report).await?;
+                // A passed artifact is the pipeline's for its version even
+                // when this event arrives after the import's first events
+                // (they come from another worker): a retry or a later stage
+                // must find it.
+                if event.status == StepStatus::Succeeded && report.verdict == Verdict::Passed {
+                    record_artifact(&mut tx, run_id, artifact, pipelines.get(run_id.as_str()))
+                        .await?;
+                }
                 if event.status == StepStatus::Succeeded && next.is_some() {
                     next = Some(match report.verdict {
                         Verdict::NeedsSettings => RunState::AwaitingSettings,
-                        Verdict::Passed => {
-                            after_validation(
-                                &mut tx,
-                                run_id,
-                                artifact,
-                                pipelines.get(run_id.as_str()),
-                            )
-                            .await?
-                        }
+                        Verdict::Passed => after_validation(&mut tx, run_id, artifact).await?,
                         // A failed verdict comes with a failed event.
                         Verdict::Failed => RunState::Failed,
                     });
@@ -865,13 +865,11 @@ async fn record_import_progress(
 /// Where a run whose validation passed goes: on to the import the
 /// validator already sent, or (when its deployment holds after validation)
 /// to its first gate, its scheduled time or the import, with the import
-/// command written to the outbox, held or timed accordingly. The artifact
-/// becomes the pipeline's artifact of that version, for later stages.
+/// command written to the outbox, held or timed accordingly.
 async fn after_validation(
     tx: &mut Transaction<'static, Any>,
     run_id: &str,
     artifact: &ArtifactRef,
-    pipeline: Option<&String>,
 ) -> Result<RunState, StoreError> {
     let (deployment, gates): (String, Option<String>) =
         sqlx::query_as("SELECT deployment, gates FROM runs WHERE id = $1")
@@ -882,23 +880,6 @@ async fn after_validation(
         .map_err(|e| StoreError::corrupt("deployment", format!("run {run_id}: {e}")))?;
     let gates: RunGates = json_column("run gates", run_id, gates)?.unwrap_or_default();
     let now = now_millis();
-    if let Some(pipeline) = pipeline {
-        sqlx::query(
-            "INSERT INTO artifacts (pipeline_id, solution_name, version, managed_sha256, \
-               unmanaged_sha256, managed_bytes, run_id, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-        )
-        .bind(pipeline)
-        .bind(&deployment.solution_name)
-        .bind(&artifact.version)
-        .bind(&artifact.managed_sha256)
-        .bind(&artifact.unmanaged_sha256)
-        .bind(i64::try_from(artifact.managed_bytes).unwrap_or(i64::MAX))
-        .bind(run_id)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    }
     if !deployment.hold_after_validation {
         return Ok(RunState::Importing);
     }
@@ -924,6 +905,35 @@ async fn after_validation(
     );
     insert_outbox(tx, now, &import, &BTreeMap::new(), release).await?;
     Ok(next)
+}
+
+/// Makes a validated artifact the pipeline's artifact of its version (the
+/// first one stays), for later stages, retries and redeployments.
+async fn record_artifact(
+    tx: &mut Transaction<'static, Any>,
+    run_id: &str,
+    artifact: &ArtifactRef,
+    pipeline: Option<&String>,
+) -> Result<(), StoreError> {
+    let Some(pipeline) = pipeline else {
+        return Ok(());
+    };
+    sqlx::query(
+        "INSERT INTO artifacts (pipeline_id, solution_name, version, managed_sha256, \
+           unmanaged_sha256, managed_bytes, run_id, created_at) \
+         SELECT $1, solution_name, $2, $3, $4, $5, id, $6 FROM runs WHERE id = $7 \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(pipeline)
+    .bind(&artifact.version)
+    .bind(&artifact.managed_sha256)
+    .bind(&artifact.unmanaged_sha256)
+    .bind(i64::try_from(artifact.managed_bytes).unwrap_or(i64::MAX))
+    .bind(now_millis())
+    .bind(run_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// When an outbox row may be published.
