@@ -236,12 +236,11 @@ impl Store {
         // is owed the runs as created.
         let mut created = Vec::with_capacity(runs.len());
         for (new, _) in runs {
-            let row = sqlx::query_as::<_, RunRow>(SELECT_RUN)
-                .bind(new.id.to_string())
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| StoreError::not_found("run", new.id))?;
-            created.push(run_from_row(row)?);
+            created.push(
+                fetch_run(&mut *tx, new.id)
+                    .await?
+                    .ok_or_else(|| StoreError::not_found("run", new.id))?,
+            );
         }
         tx.commit().await?;
         Ok(created)
@@ -325,12 +324,7 @@ impl Store {
 
     /// The run with this id, if any.
     pub async fn get_run(&self, id: Uuid) -> Result<Option<Run>, StoreError> {
-        sqlx::query_as::<_, RunRow>(SELECT_RUN)
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .map(run_from_row)
-            .transpose()
+        fetch_run(&self.pool, id).await
     }
 
     /// The newest `limit` runs, newest first.
@@ -1149,6 +1143,20 @@ fn backend_of(url: &str) -> Result<Backend, StoreError> {
             scheme: scheme.to_owned(),
         })
     }
+}
+
+/// The run with this id, read through `executor` (the pool, or a
+/// transaction that has not committed yet).
+async fn fetch_run<'e>(
+    executor: impl sqlx::Executor<'e, Database = Any>,
+    id: Uuid,
+) -> Result<Option<Run>, StoreError> {
+    sqlx::query_as::<_, RunRow>(SELECT_RUN)
+        .bind(id.to_string())
+        .fetch_optional(executor)
+        .await?
+        .map(run_from_row)
+        .transpose()
 }
 
 pub(crate) fn run_from_row(row: RunRow) -> Result<Run, StoreError> {
