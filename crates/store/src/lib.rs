@@ -32,6 +32,7 @@
 pub mod admin;
 pub mod admin_model;
 pub mod audit;
+mod create;
 pub mod error;
 pub mod gates;
 pub mod model;
@@ -80,6 +81,9 @@ const MARK_CHUNK: usize = 500;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Writes concurrent run creations in shared transactions (`create`);
+    /// `None` in the committer's own handle, which writes directly.
+    committer: Option<create::Committer>,
 }
 
 pub(crate) type RunRow = (
@@ -174,7 +178,15 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate { backend, source })?;
-        Ok(Store { pool, backend })
+        let direct = Store {
+            pool,
+            backend,
+            committer: None,
+        };
+        Ok(Store {
+            committer: Some(create::spawn(direct.clone())),
+            ..direct
+        })
     }
 
     /// Which database this store talks to.
@@ -185,126 +197,6 @@ impl Store {
     /// Check the database answers (for readiness probes).
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    /// Start a run: in one transaction, insert it (in `Requested`, or
-    /// `AwaitingPreExport` when its stage has a pre-export gate), its first
-    /// history and audit rows (actor: the requester), and the outbox row
-    /// that will publish `first_command` with `trace_headers` (held until
-    /// the gate passes, if there is one). Nothing is written if any part
-    /// fails.
-    #[tracing::instrument(skip_all, fields(run_id = %new.id))]
-    pub async fn create_run(
-        &self,
-        new: &NewRun,
-        first_command: &Envelope,
-        trace_headers: &BTreeMap<String, String>,
-    ) -> Result<Run, StoreError> {
-        self.create_runs(&[(new, first_command)], trace_headers)
-            .await?
-            .pop()
-            .ok_or_else(|| StoreError::not_found("run", new.id))
-    }
-
-    /// Start several runs (a deployment fanned out to every target of a
-    /// stage) as [`Store::create_run`] starts one, all in one transaction:
-    /// either every run and its first command is written, or none is.
-    /// Returns the runs in the order given.
-    #[tracing::instrument(skip_all, fields(runs = runs.len()))]
-    pub async fn create_runs(
-        &self,
-        runs: &[(&NewRun, &Envelope)],
-        trace_headers: &BTreeMap<String, String>,
-    ) -> Result<Vec<Run>, StoreError> {
-        for (new, first_command) in runs {
-            if first_command.run_id != new.id {
-                return Err(StoreError::CommandRunMismatch {
-                    run: new.id,
-                    command_run: first_command.run_id,
-                });
-            }
-        }
-        let now = now_millis();
-        let mut tx = self.begin_write().await?;
-        for (new, first_command) in runs {
-            self.insert_new_run(&mut tx, now, new, first_command, trace_headers)
-                .await?;
-        }
-        // Read back inside the transaction: once it commits, the relay may
-        // publish at once and the workers move the runs on, and the caller
-        // is owed the runs as created.
-        let mut created = Vec::with_capacity(runs.len());
-        for (new, _) in runs {
-            created.push(
-                fetch_run(&mut *tx, new.id)
-                    .await?
-                    .ok_or_else(|| StoreError::not_found("run", new.id))?,
-            );
-        }
-        tx.commit().await?;
-        Ok(created)
-    }
-
-    /// One run of [`Store::create_runs`], inside its transaction.
-    async fn insert_new_run(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        now: i64,
-        new: &NewRun,
-        first_command: &Envelope,
-        trace_headers: &BTreeMap<String, String>,
-    ) -> Result<(), StoreError> {
-        let deployment = to_json("deployment", &new.deployment)?;
-        let gates = to_json("run gates", &new.gates)?;
-        let artifact = new
-            .artifact
-            .as_ref()
-            .map(|a| to_json("artifact", a))
-            .transpose()?;
-        let id = new.id.to_string();
-        let state = if new.gates.pre_export_gate {
-            RunState::AwaitingPreExport
-        } else {
-            RunState::Requested
-        };
-
-        let inserted = sqlx::query(
-            "INSERT INTO runs (id, state, deployment, requested_by, created_at, updated_at, \
-               pipeline_id, stage_id, gates, artifact, solution_name) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(&id)
-        .bind(state.as_str())
-        .bind(&deployment)
-        .bind(&new.requested_by)
-        .bind(now)
-        .bind(now)
-        .bind(new.deployment.pipeline_id.map(|p| p.to_string()))
-        .bind(new.deployment.stage_id.map(|s| s.to_string()))
-        .bind(&gates)
-        .bind(artifact.as_deref())
-        .bind(&new.deployment.solution_name)
-        .execute(&mut **tx)
-        .await;
-        if let Err(err) = inserted {
-            return Err(match err.as_database_error() {
-                Some(db) if db.is_unique_violation() => StoreError::DuplicateRun(new.id),
-                _ => err.into(),
-            });
-        }
-        let first = NewHistory::transition(&id, state, &new.requested_by, None, None);
-        insert_history(tx, now, &[first]).await?;
-        let mut audit = NewAudit::new(&new.requested_by, AuditAction::Transition, "run", &id)
-            .after(&serde_json::json!({ "state": state }));
-        audit.pipeline_id = new.deployment.pipeline_id.map(|p| p.to_string());
-        audit::append(tx, self.backend, now, &[audit]).await?;
-        let release = if new.gates.pre_export_gate {
-            Release::Held
-        } else {
-            Release::Now
-        };
-        insert_outbox(tx, now, first_command, trace_headers, release).await?;
         Ok(())
     }
 
@@ -953,23 +845,67 @@ pub(crate) async fn insert_outbox(
     trace_headers: &BTreeMap<String, String>,
     release: Release,
 ) -> Result<(), StoreError> {
-    let claimed_until = match release {
-        Release::Now => None,
-        Release::At(at) => Some(at),
-        Release::Held => Some(HELD),
-    };
-    sqlx::query(
-        "INSERT INTO outbox (run_id, message_id, envelope, trace_headers, created_at, claimed_until) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(command.run_id.to_string())
-    .bind(command.message_id.to_string())
-    .bind(to_json("command envelope", command)?)
-    .bind(to_json("trace headers", trace_headers)?)
-    .bind(now)
-    .bind(claimed_until)
-    .execute(&mut **tx)
-    .await?;
+    let row = OutboxInsert::of(command, trace_headers, release)?;
+    insert_outbox_rows(tx, now, std::slice::from_ref(&row)).await
+}
+
+/// An outbox row about to be inserted, encoded.
+pub(crate) struct OutboxInsert {
+    run_id: String,
+    message_id: String,
+    envelope: String,
+    trace_headers: String,
+    claimed_until: Option<i64>,
+}
+
+impl OutboxInsert {
+    pub(crate) fn of(
+        command: &Envelope,
+        trace_headers: &BTreeMap<String, String>,
+        release: Release,
+    ) -> Result<Self, StoreError> {
+        Ok(OutboxInsert {
+            run_id: command.run_id.to_string(),
+            message_id: command.message_id.to_string(),
+            envelope: to_json("command envelope", command)?,
+            trace_headers: to_json("trace headers", trace_headers)?,
+            claimed_until: match release {
+                Release::Now => None,
+                Release::At(at) => Some(at),
+                Release::Held => Some(HELD),
+            },
+        })
+    }
+}
+
+/// Insert outbox rows, a few multi-row statements for many rows.
+pub(crate) async fn insert_outbox_rows(
+    tx: &mut Transaction<'static, Any>,
+    now: i64,
+    rows: &[OutboxInsert],
+) -> Result<(), StoreError> {
+    let mut rest = rows;
+    for size in create::chunk_sizes(rows.len()) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        // Only numbered placeholders are spliced in; the values are bound.
+        let sql = format!(
+            "INSERT INTO outbox (run_id, message_id, envelope, trace_headers, created_at, claimed_until) \
+             VALUES {}",
+            create::placeholders(chunk.len(), 6, 1)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for row in chunk {
+            query = query
+                .bind(&row.run_id)
+                .bind(&row.message_id)
+                .bind(&row.envelope)
+                .bind(&row.trace_headers)
+                .bind(now)
+                .bind(row.claimed_until);
+        }
+        query.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 

@@ -61,6 +61,7 @@ on_both_backends!(
     create_run_writes_run_audit_and_outbox_together,
     failed_create_writes_nothing,
     create_runs_writes_every_run_or_none,
+    concurrent_creations_each_get_their_own_answer,
     claim_leases_oldest_first_and_published_rows_never_return,
     concurrent_claimers_never_get_the_same_row,
     happy_path_ends_succeeded,
@@ -291,6 +292,58 @@ async fn create_runs_writes_every_run_or_none(fx: &Fixture) {
         ids, expected,
         "only the first batch's commands are in the outbox"
     );
+}
+
+/// Concurrent submissions share transactions (group commit); each still
+/// gets exactly its own runs, and one that repeats an id fails alone.
+async fn concurrent_creations_each_get_their_own_answer(fx: &Fixture) {
+    let store = &fx.store;
+    let taken = start_run(store).await.0;
+    let requests: Vec<(NewRun, Envelope)> = (0..120)
+        .map(|i| {
+            let id = if i == 57 { taken } else { Uuid::now_v7() };
+            let new = NewRun {
+                id,
+                deployment: Deployment::between("Contoso", "dev", &format!("target-{i}")),
+                requested_by: format!("maker-{i}@contoso.com"),
+                gates: Default::default(),
+                artifact: None,
+            };
+            (new, export_command(id))
+        })
+        .collect();
+    let headers = headers();
+    let answers = futures::future::join_all(
+        requests
+            .iter()
+            .map(|(new, command)| store.create_run(new, command, &headers)),
+    )
+    .await;
+    for (i, ((new, _), answer)) in requests.iter().zip(&answers).enumerate() {
+        if i == 57 {
+            assert!(
+                matches!(answer, Err(StoreError::DuplicateRun(id)) if *id == taken),
+                "the repeated id must fail alone: {answer:?}"
+            );
+            continue;
+        }
+        let run = answer.as_ref().unwrap();
+        assert_eq!(run.id, new.id);
+        assert_eq!(run.deployment.target_environment, format!("target-{i}"));
+        assert_eq!(run.requested_by, format!("maker-{i}@contoso.com"));
+        assert_eq!(transitions(store, run.id).await, [RunState::Requested]);
+    }
+    let claimed = store
+        .claim_outbox(500, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.len(),
+        120,
+        "one command per run written (119 + the first)"
+    );
+    let audit = store.verify_audit().await.unwrap();
+    assert!(audit.intact, "{audit:?}");
 }
 
 async fn claim_leases_oldest_first_and_published_rows_never_return(fx: &Fixture) {
