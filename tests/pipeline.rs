@@ -11,7 +11,8 @@ use slipway_tests::{Cluster, ClusterOptions, events};
 #[tokio::test(flavor = "multi_thread")]
 async fn deployment_passes_the_three_workers_in_order_and_succeeds() {
     let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
-    let id = cluster.submit(json!({})).await.unwrap();
+    // Steps slower than `worker.started_event_after_ms` (200) report `started`.
+    let id = cluster.submit(json!({ "step_millis": 300 })).await.unwrap();
     let run = cluster
         .wait_terminal(id, Duration::from_secs(30))
         .await
@@ -83,6 +84,47 @@ async fn deployment_passes_the_three_workers_in_order_and_succeeds() {
     cluster.shutdown().await.unwrap();
 }
 
+/// Steps done in milliseconds report only their end, and those reports
+/// travel with the job to the last step's event: the gateway still sees
+/// every step and every state, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn fast_steps_report_with_the_job() {
+    let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    let id = cluster.submit(json!({})).await.unwrap();
+    let run = cluster
+        .wait_terminal(id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(run["state"], "succeeded", "{run}\n{}", cluster.log_hint());
+    let history = cluster.history(id).await.unwrap();
+    let steps: Vec<String> = history
+        .iter()
+        .filter(|e| e["kind"] == "event")
+        .map(|e| {
+            format!(
+                "{}:{}",
+                e["step"].as_str().unwrap(),
+                e["status"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        ["export:succeeded", "validate:succeeded", "import:succeeded"],
+        "{history:#?}"
+    );
+    let states: Vec<&str> = history
+        .iter()
+        .filter(|e| e["kind"] == "transition")
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["requested", "validating", "importing", "succeeded"]
+    );
+    cluster.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_share_the_load_and_no_job_is_done_twice() {
     // A small prefetch, so one replica cannot hold every job at once.
@@ -113,12 +155,12 @@ async fn two_replicas_share_the_load_and_no_job_is_done_twice() {
         assert_eq!(run["state"], "succeeded", "{run}");
         let history = cluster.history(*id).await.unwrap();
         for step in ["export", "validate", "import"] {
-            let started = events(&history, step, "started");
+            let done = events(&history, step, "succeeded");
             assert_eq!(
-                started.len(),
+                done.len(),
                 1,
-                "run {id}: {step} was acted on {} times: {history:#?}",
-                started.len()
+                "run {id}: {step} was done {} times: {history:#?}",
+                done.len()
             );
         }
         let validated = events(&history, "validate", "succeeded");

@@ -209,7 +209,7 @@ async fn settle(
             next.attempt = attempt.saturating_add(1);
             bus.send(Route::Retry(queue, delay), &next.encode(), &message.headers)
                 .await?;
-            report(bus, queue, envelope.run_id, StepStatus::Retrying, reason).await
+            report(bus, queue, envelope, StepStatus::Retrying, reason).await
         }
         error => {
             let reason = match error {
@@ -228,7 +228,7 @@ async fn settle(
                 attempt,
             )
             .await?;
-            report(bus, queue, envelope.run_id, StepStatus::Failed, reason).await
+            report(bus, queue, envelope, StepStatus::Failed, reason).await
         }
     }
 }
@@ -261,7 +261,18 @@ async fn park_undecodable(
     let run_id = field("run_id").and_then(|v| serde_json::from_value::<Uuid>(v).ok());
     match run_id {
         // The message could not be attributed to a step: `step` stays `None`.
-        Some(run_id) => emit(bus, queue, run_id, None, StepStatus::Failed, reason).await,
+        Some(run_id) => {
+            emit(
+                bus,
+                queue,
+                run_id,
+                None,
+                StepStatus::Failed,
+                reason,
+                Vec::new(),
+            )
+            .await
+        }
         None => Ok(()),
     }
 }
@@ -281,11 +292,12 @@ async fn park(
 }
 
 /// Tells the gateway what became of a role's message (events about events
-/// would loop back to the gateway, so the event queue only logs).
+/// would loop back to the gateway, so the event queue only logs), passing
+/// on the reports of earlier steps the message carried.
 async fn report(
     bus: &Bus,
     queue: QueueName,
-    run_id: Uuid,
+    envelope: &Envelope,
     status: StepStatus,
     reason: String,
 ) -> Result<(), BusError> {
@@ -293,7 +305,8 @@ async fn report(
         QueueName::Role(role) => Some(role.step()),
         QueueName::Events => None,
     };
-    emit(bus, queue, run_id, step, status, reason).await
+    let reports = envelope.reports.clone();
+    emit(bus, queue, envelope.run_id, step, status, reason, reports).await
 }
 
 async fn emit(
@@ -303,11 +316,12 @@ async fn emit(
     step: Option<slipway_messages::Step>,
     status: StepStatus,
     reason: String,
+    reports: Vec<Envelope>,
 ) -> Result<(), BusError> {
     let QueueName::Role(role) = queue else {
         return Ok(());
     };
-    let event = Envelope::new(
+    let mut event = Envelope::new(
         run_id,
         Message::RunEvent(RunEvent {
             step,
@@ -318,5 +332,6 @@ async fn emit(
             outcome: None,
         }),
     );
+    event.reports = reports;
     bus.publish(&event).await
 }

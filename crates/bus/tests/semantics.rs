@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use slipway_bus::{FnHandler, HandlerError, QueueName, Transport};
-use slipway_messages::{Envelope, Role, Step, StepStatus};
+use slipway_messages::{Envelope, Message, Role, Step, StepStatus};
 
 const EXPORTER: QueueName = QueueName::Role(Role::Exporter);
 
@@ -24,6 +24,7 @@ on_both_transports!(
     competing_consumers_share_a_queue,
     shutdown_returns_and_unacked_message_is_redelivered,
     panicking_handler_is_retried_then_parked,
+    retrying_and_failed_events_pass_on_the_reports_the_command_carried,
 );
 
 async fn publish_consume_ack_round_trip(transport: Transport) {
@@ -298,4 +299,45 @@ async fn panicking_handler_is_retried_then_parked(transport: Transport) {
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].attempt, 3);
     assert!(!task.is_finished(), "the consumer keeps running");
+}
+
+/// The reports of earlier steps travelling with a command reach the gateway
+/// even when the command never succeeds: on its retrying and failed events.
+async fn retrying_and_failed_events_pass_on_the_reports_the_command_carried(transport: Transport) {
+    let t = test_bus_with(transport, |c| c.max_attempts = 2).await;
+    let (events_handler, mut events) = recording(|_| Ok(()));
+    let (_events_stop, _events_task) = spawn_consumer(&t.bus, QueueName::Events, events_handler);
+    let (handler, _seen) = recording(|_| Err(HandlerError::Transient("target is down".into())));
+    let (_stop, _task) = spawn_consumer(&t.bus, EXPORTER, handler);
+    let mut command = export_command();
+    let exported = command.next(Message::RunEvent(slipway_messages::RunEvent {
+        step: Some(Step::Export),
+        status: StepStatus::Succeeded,
+        service: "exporter".into(),
+        instance: None,
+        detail: None,
+        outcome: None,
+    }));
+    command.reports = vec![exported.clone()];
+    t.bus.publish(&command).await.unwrap();
+
+    for status in [StepStatus::Retrying, StepStatus::Failed] {
+        let event = next_matching(
+            &mut events,
+            "an event about the command",
+            |e| matches!(&e.message, Message::RunEvent(r) if r.status == status),
+        )
+        .await;
+        let unpacked: Vec<uuid::Uuid> = event
+            .clone()
+            .into_events()
+            .iter()
+            .map(|e| e.message_id)
+            .collect();
+        assert_eq!(
+            unpacked,
+            [exported.message_id, event.message_id],
+            "the {status:?} event carries the command's reports first"
+        );
+    }
 }

@@ -1,6 +1,8 @@
 //! Follows the event queue and moves each run through its state machine:
 //! the events queued are taken in order, up to `gateway.event_batch` at a
-//! time, and applied in one database transaction per batch.
+//! time, and applied in one database transaction per batch. An event may
+//! carry the reports of earlier steps that travelled with the job
+//! (`Envelope::reports`); they are applied first, in order.
 
 use slipway_bus::{BatchHandler, HandlerError, QueueName};
 use slipway_messages::{Envelope, Message};
@@ -47,6 +49,7 @@ impl BatchHandler for EventHandler {
     }
 
     async fn handle_batch(&self, batch: Vec<Envelope>) -> Result<(), HandlerError> {
+        let batch: Vec<Envelope> = batch.into_iter().flat_map(Envelope::into_events).collect();
         let applied = self
             .store
             .apply_events(&batch)

@@ -11,6 +11,13 @@
 //! | `import`   | [`ImportCommand`]   | the importer queue |
 //! | `run_event`| [`RunEvent`]        | the event exchange |
 //!
+//! Reports travel with the job: an envelope may carry run events that the
+//! gateway has not received yet ([`Envelope::reports`]), oldest first. A
+//! worker that finishes a step quickly adds its `succeeded` event to the
+//! next command instead of publishing it; whatever the gateway next
+//! receives about the run (a slow step's `started`, a failure, the last
+//! step's end) carries them all, and [`Envelope::into_events`] unpacks them.
+//!
 //! Decoding ([`Envelope::decode`]) refuses a newer schema version or an
 //! unknown kind with a [`DecodeError`] that says so; it never panics. These
 //! types are a compatibility promise: add optional fields with
@@ -39,6 +46,11 @@ pub struct Envelope {
     pub sent_at: OffsetDateTime,
     #[serde(flatten)]
     pub message: Message,
+    /// Run events (as envelopes of kind `run_event`, oldest first) that the
+    /// gateway has not received yet: reports of earlier steps travelling
+    /// with the job. Absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<Envelope>,
 }
 
 /// The typed body of an envelope, tagged by `kind`.
@@ -118,7 +130,28 @@ impl Envelope {
             attempt: 1,
             sent_at: OffsetDateTime::now_utc(),
             message,
+            reports: Vec::new(),
         }
+    }
+
+    /// The run events this envelope delivers to the gateway, in the order
+    /// they happened: the reports it carries, then itself if it is a run
+    /// event. Each keeps its own message id, so a report delivered twice
+    /// (on a retried command, say) is recognized as the same event.
+    pub fn into_events(self) -> Vec<Envelope> {
+        /// Depth-first, reports before their carrier; the JSON parser's
+        /// recursion limit bounds the nesting.
+        fn unpack(mut envelope: Envelope, out: &mut Vec<Envelope>) {
+            for report in std::mem::take(&mut envelope.reports) {
+                unpack(report, out);
+            }
+            if matches!(envelope.message, Message::RunEvent(_)) {
+                out.push(envelope);
+            }
+        }
+        let mut events = Vec::with_capacity(self.reports.len() + 1);
+        unpack(self, &mut events);
+        events
     }
 
     /// The next message of the same run (a fresh id, attempt 1).
@@ -135,6 +168,25 @@ impl Envelope {
 
     /// Parse bus bytes, refusing newer schemas and unknown kinds by name.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        /// The two fields checked before the body is parsed; serde skips
+        /// the rest without building it.
+        #[derive(Deserialize)]
+        struct Head {
+            schema_version: Option<u64>,
+            kind: Option<String>,
+        }
+        // Fast path: a well-formed head, then one typed parse of the bytes.
+        // Anything odd takes the slower path below, which names the problem.
+        if let Ok(Head {
+            schema_version: Some(version),
+            kind: Some(kind),
+        }) = serde_json::from_slice::<Head>(bytes)
+            && version <= u64::from(SCHEMA_VERSION)
+            && KINDS.contains(&kind.as_str())
+        {
+            return serde_json::from_slice(bytes)
+                .map_err(|source| DecodeError::Malformed { kind, source });
+        }
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(DecodeError::NotJson)?;
         let version = value
@@ -699,5 +751,55 @@ mod tests {
         v["body"] = serde_json::json!({"deployment": 5});
         let err = Envelope::decode(v.to_string().as_bytes()).unwrap_err();
         assert!(matches!(err, DecodeError::Malformed { .. }), "{err}");
+    }
+
+    #[test]
+    fn reports_travel_with_the_job_and_unpack_in_order() {
+        let plain = sample();
+        let v: serde_json::Value = serde_json::from_slice(&plain.encode()).unwrap();
+        assert!(
+            v.get("reports").is_none(),
+            "no reports field unless there are some"
+        );
+        assert!(
+            plain.clone().into_events().is_empty(),
+            "a command is no event"
+        );
+
+        let event = |step, status| {
+            plain.next(Message::RunEvent(RunEvent {
+                step: Some(step),
+                status,
+                service: "worker".into(),
+                instance: None,
+                detail: None,
+                outcome: None,
+            }))
+        };
+        let exported = event(Step::Export, StepStatus::Succeeded);
+        let validated = event(Step::Validate, StepStatus::Succeeded);
+        let mut command = sample();
+        command.reports = vec![exported.clone(), validated.clone()];
+        let back = Envelope::decode(&command.encode()).unwrap();
+        assert_eq!(back, command);
+        let ids: Vec<Uuid> = back.into_events().iter().map(|e| e.message_id).collect();
+        assert_eq!(ids, [exported.message_id, validated.message_id]);
+
+        let mut started = event(Step::Import, StepStatus::Started);
+        let mut nested = validated.clone();
+        nested.reports = vec![exported.clone()];
+        started.reports = vec![nested];
+        let events = started.clone().into_events();
+        let ids: Vec<Uuid> = events.iter().map(|e| e.message_id).collect();
+        assert_eq!(
+            ids,
+            [
+                exported.message_id,
+                validated.message_id,
+                started.message_id
+            ],
+            "flattened, oldest first, the carrier last"
+        );
+        assert!(events.iter().all(|e| e.reports.is_empty()));
     }
 }

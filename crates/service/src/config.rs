@@ -19,6 +19,7 @@ pub struct Config {
     pub bus: BusConfig,
     pub database: DatabaseConfig,
     pub gateway: GatewayConfig,
+    pub worker: WorkerConfig,
     pub auth: AuthConfig,
     pub artifacts: ArtifactsConfig,
     pub environments: EnvironmentsConfig,
@@ -131,6 +132,24 @@ impl Default for GatewayConfig {
             webhook_retry_max_ms: 300_000,
             webhook_max_attempts: 10,
             webhook_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// What the exporter, validator and importer share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// A step still running after this long reports `started`; a step done
+    /// sooner reports only how it ended (its hand-over to the next step
+    /// carries that report). `0`: every step reports `started` at once.
+    pub started_event_after_ms: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            started_event_after_ms: 200,
         }
     }
 }

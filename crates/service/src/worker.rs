@@ -1,6 +1,16 @@
-//! The part every worker shares: consume the role's queue, report the step
-//! as started, do it, report how it ended (with what it produced), publish
-//! the next command, ack.
+//! The part every worker shares: consume the role's queue, do the step,
+//! report how it ended (with what it produced), hand the next command on,
+//! ack.
+//!
+//! Reports travel with the job (`Envelope::reports`): a step that hands
+//! the job on at once adds its `succeeded` event to the next command, so a
+//! fast pipeline publishes one message per step. Every event a worker does
+//! publish (a slow step's `started`, a failure, the last step's end, a step
+//! that waits for the gateway) carries the reports its command brought, so
+//! the gateway learns of a step at the latest when the job next comes to
+//! rest or slows down. `started` is reported only by a step still running
+//! after `worker.started_event_after_ms`: worth a publish when someone
+//! could watch the step run, not for a step done in milliseconds.
 //!
 //! Each worker crate only implements [`Step`]; retries, parking, failure
 //! events, acks and shutdown come from here and from `slipway-bus`.
@@ -10,6 +20,7 @@ use std::time::Duration;
 use slipway_bus::{Bus, Handler, HandlerError, QueueName};
 use slipway_messages::{Envelope, Message, Role, RunEvent, StepOutcome, StepStatus};
 
+use crate::config::WorkerConfig;
 use crate::shutdown::CancellationToken;
 
 /// One worker role's job.
@@ -92,14 +103,26 @@ impl StepDone {
     }
 }
 
-/// Consume `step`'s queue on `bus` until `shutdown` is cancelled.
+/// Consume `step`'s queue on `bus` until `shutdown` is cancelled, with the
+/// default [`WorkerConfig`].
 pub async fn serve<S: Step>(bus: Bus, step: S, shutdown: CancellationToken) -> anyhow::Result<()> {
+    serve_with(bus, step, &WorkerConfig::default(), shutdown).await
+}
+
+/// [`serve`] with `config`.
+pub async fn serve_with<S: Step>(
+    bus: Bus,
+    step: S,
+    config: &WorkerConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let role = step.role();
     tracing::info!(%role, "worker consuming");
     let handler = StepHandler {
         bus: bus.clone(),
         step,
         instance: slipway_bus::instance_name(),
+        started_after: Duration::from_millis(config.started_event_after_ms),
     };
     bus.consume(QueueName::Role(role), handler, shutdown)
         .await?;
@@ -112,28 +135,43 @@ struct StepHandler<S> {
     bus: Bus,
     step: S,
     instance: String,
+    /// A step still running after this long reports `started`.
+    started_after: Duration,
 }
 
 impl<S> StepHandler<S>
 where
     S: Step,
 {
-    async fn report(
+    /// This step's event.
+    fn event(
         &self,
-        envelope: &Envelope,
         status: StepStatus,
         detail: Option<String>,
         outcome: Option<StepOutcome>,
-    ) -> Result<(), HandlerError> {
+    ) -> RunEvent {
         let role = self.step.role();
-        let event = envelope.next(Message::RunEvent(RunEvent {
+        RunEvent {
             step: Some(role.step()),
             status,
             service: role.as_str().into(),
             instance: Some(self.instance.clone()),
             detail,
             outcome,
-        }));
+        }
+    }
+
+    /// Publish `event` about `envelope`'s run, carrying `reports` (the run
+    /// events not yet delivered).
+    async fn report(
+        &self,
+        envelope: &Envelope,
+        event: RunEvent,
+        reports: Vec<Envelope>,
+    ) -> Result<(), HandlerError> {
+        let status = event.status;
+        let mut event = envelope.next(Message::RunEvent(event));
+        event.reports = reports;
         self.bus.publish(&event).await.map_err(|err| {
             HandlerError::Transient(format!("cannot publish the {status:?} event: {err}"))
         })
@@ -165,45 +203,67 @@ where
 #[async_trait::async_trait]
 impl<S: Step> Handler for StepHandler<S> {
     #[tracing::instrument(name = "step", skip_all, fields(role = %self.step.role(), run_id = %envelope.run_id, attempt = envelope.attempt))]
-    async fn handle(&self, envelope: Envelope) -> Result<(), HandlerError> {
-        if !self.step.is_continuation(&envelope) {
-            self.report(&envelope, StepStatus::Started, None, None)
-                .await?;
-        }
-        if let Some(millis) = envelope
-            .message
-            .deployment()
-            .map(|d| d.placeholder.step_millis)
-            && millis > 0
-        {
-            tokio::time::sleep(Duration::from_millis(millis)).await;
-        }
-        if let Some(err) = self.placeholder_failure(&envelope) {
-            return Err(err);
-        }
-        let done = self.step.run(&envelope).await?;
-        // The outcome is reported before the next step is handed its
-        // command, so observers see the steps in order; both are confirmed
-        // before the bus acks this command. A crash in between redelivers
-        // the command, and the idempotent step does it again.
+    async fn handle(&self, mut envelope: Envelope) -> Result<(), HandlerError> {
+        // The reports this command brought, until an event delivers them.
+        let mut reports = std::mem::take(&mut envelope.reports);
+        let work = async {
+            if let Some(millis) = envelope
+                .message
+                .deployment()
+                .map(|d| d.placeholder.step_millis)
+                && millis > 0
+            {
+                tokio::time::sleep(Duration::from_millis(millis)).await;
+            }
+            if let Some(err) = self.placeholder_failure(&envelope) {
+                return Err(err);
+            }
+            self.step.run(&envelope).await
+        };
+        let done = if self.step.is_continuation(&envelope) {
+            work.await?
+        } else {
+            tokio::pin!(work);
+            tokio::select! {
+                biased;
+                done = &mut work => done?,
+                () = tokio::time::sleep(self.started_after) => {
+                    let started = self.event(StepStatus::Started, None, None);
+                    self.report(&envelope, started, std::mem::take(&mut reports)).await?;
+                    work.await?
+                }
+            }
+        };
+        // The outcome is reported before or with the next step's command,
+        // so observers see the steps in order; both are confirmed before
+        // the bus acks this command. A crash in between redelivers the
+        // command, and the idempotent step does it again.
         let status = match done.report {
             StepReport::Succeeded => StepStatus::Succeeded,
             StepReport::Failed => StepStatus::Failed,
             StepReport::InProgress => StepStatus::Started,
         };
-        self.report(&envelope, status, done.detail, done.outcome)
-            .await?;
-        if let Some(next) = done.next {
-            let next = envelope.next(next);
-            let published = match done.next_delay {
-                Some(delay) => self.bus.publish_delayed(&next, delay).await,
-                None => self.bus.publish(&next).await,
-            };
-            published.map_err(|err| {
-                HandlerError::Transient(format!("cannot publish the next command: {err}"))
-            })?;
-        }
-        Ok(())
+        let event = self.event(status, done.detail, done.outcome);
+        let Some(next) = done.next else {
+            return self.report(&envelope, event, reports).await;
+        };
+        let mut next = envelope.next(next);
+        let published = match done.next_delay {
+            Some(delay) => {
+                // The job rests until the delay is over: report now.
+                self.report(&envelope, event, reports).await?;
+                self.bus.publish_delayed(&next, delay).await
+            }
+            None => {
+                // One publish: the command, carrying the reports on.
+                reports.push(envelope.next(Message::RunEvent(event)));
+                next.reports = reports;
+                self.bus.publish(&next).await
+            }
+        };
+        published.map_err(|err| {
+            HandlerError::Transient(format!("cannot publish the next command: {err}"))
+        })
     }
 }
 
@@ -225,6 +285,7 @@ where
     let bus = Bus::connect(&config.bus)
         .await
         .context("cannot connect to the bus")?;
+    let worker = config.worker.clone();
     let step = make(config).await?;
-    serve(bus, step, shutdown).await
+    serve_with(bus, step, &worker, shutdown).await
 }

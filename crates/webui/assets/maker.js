@@ -561,9 +561,14 @@ function stepModel(run, history) {
   const nowRank = terminal ? (stoppedIn ? RANK[stoppedIn] : RANK.succeeded) : RANK[run.state];
   return applicable.map((s) => {
     const entries = moves.map((m, i) => ({ m, i })).filter(({ m }) => m.state === s.state);
-    const first = entries[0]?.m.at || (s.state === "requested" ? run.created_at : null);
+    // A step done within moments reports only its end (no transition into
+    // its state): its events still show that it ran, and when.
+    const events = history.filter((e) => e.kind === "event" && STEP_OF_EVENT[e.step] === s.state);
+    const first = entries[0]?.m.at || events[0]?.at || (s.state === "requested" ? run.created_at : null);
     const last = entries[entries.length - 1];
-    const left = last ? moves[last.i + 1]?.at : (s.state === "requested" ? moves.find((m) => m.state !== "requested")?.at : null);
+    const left = last ? moves[last.i + 1]?.at
+      : s.state === "requested" ? moves.find((m) => m.state !== "requested")?.at
+      : events[events.length - 1]?.at || null;
     let status;
     if (stoppedIn === s.state) status = "failed";
     else if (!terminal && run.state === s.state) status = "current";
