@@ -45,8 +45,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use slipway_messages::{
-    ArtifactRef, Envelope, ImportCommand, Message, RunEvent, StepOutcome, StepStatus,
-    ValidationReport, Verdict,
+    ArtifactRef, Envelope, ImportCommand, Message, RunEvent, StepOutcome, StepStatus, Verdict,
 };
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
@@ -387,8 +386,16 @@ impl Store {
             .map(|(envelope, _, _)| envelope.message_id.to_string())
             .collect();
         let mut tx = self.begin_write().await?;
+        let locked = self.lock_runs(&mut tx, &run_ids).await?;
         // The state of every run involved, kept current through the batch.
-        let (mut runs, pipelines) = self.lock_runs(&mut tx, &run_ids).await?;
+        let mut runs: BTreeMap<&str, RunState> =
+            locked.iter().map(|(id, run)| (*id, run.state)).collect();
+        let pipelines: BTreeMap<&str, &String> = locked
+            .iter()
+            .filter_map(|(id, run)| Some((*id, run.pipeline.as_ref()?)))
+            .collect();
+        // What the batch validated, per run (the last report wins).
+        let mut validations: BTreeMap<&str, (String, String)> = BTreeMap::new();
         // Under the run locks nobody else records these runs' events.
         let mut recorded = recorded_message_ids(&mut tx, &message_ids).await?;
         let mut history = Vec::with_capacity(events.len() * 2);
@@ -418,19 +425,35 @@ impl Store {
             let mut next = current.after(event);
             if let Some(StepOutcome::Validated { artifact, report }) = &event.outcome {
                 // Keep what was validated, whatever the verdict.
-                record_validation(&mut tx, run_id, artifact, report).await?;
+                validations.insert(
+                    run_id,
+                    (
+                        to_json("artifact", artifact)?,
+                        to_json("validation report", report)?,
+                    ),
+                );
                 // A passed artifact is the pipeline's for its version even
                 // when this event arrives after the import's first events
                 // (they come from another worker): a retry or a later stage
                 // must find it.
                 if event.status == StepStatus::Succeeded && report.verdict == Verdict::Passed {
-                    record_artifact(&mut tx, run_id, artifact, pipelines.get(run_id.as_str()))
-                        .await?;
+                    record_artifact(
+                        &mut tx,
+                        run_id,
+                        artifact,
+                        pipelines.get(run_id.as_str()).copied(),
+                    )
+                    .await?;
                 }
                 if event.status == StepStatus::Succeeded && next.is_some() {
                     next = Some(match report.verdict {
                         Verdict::NeedsSettings => RunState::AwaitingSettings,
-                        Verdict::Passed => after_validation(&mut tx, run_id, artifact).await?,
+                        Verdict::Passed => {
+                            let run = locked.get(run_id.as_str()).ok_or_else(|| {
+                                StoreError::corrupt("run", format!("run {run_id} was not locked"))
+                            })?;
+                            after_validation(&mut tx, run_id, run, artifact).await?
+                        }
                         // A failed verdict comes with a failed event.
                         Verdict::Failed => RunState::Failed,
                     });
@@ -452,7 +475,7 @@ impl Store {
             let mut audit = NewAudit::new(&event.service, AuditAction::Transition, "run", run_id)
                 .before(&serde_json::json!({ "state": current }))
                 .after(&serde_json::json!({ "state": to, "reason": reason }));
-            audit.pipeline_id = pipelines.get(run_id.as_str()).cloned();
+            audit.pipeline_id = pipelines.get(run_id.as_str()).map(|p| (*p).clone());
             audits.push(audit);
             history.push(NewHistory {
                 detail: reason,
@@ -462,13 +485,24 @@ impl Store {
         }
         let now = now_millis();
         insert_history(&mut tx, now, &history).await?;
-        // Each run that moved, to where the batch left it.
-        let moves: Vec<(&str, RunState, Option<&str>)> = moved
-            .iter()
-            .filter_map(|(id, reason)| Some((*id, *runs.get(id)?, reason.as_deref())))
-            .collect();
-        update_runs(&mut tx, now, &moves).await?;
-        record_import_progress(&mut tx, now, &progress).await?;
+        // Each run that moved, to where the batch left it, and what it validated.
+        let mut changes: BTreeMap<&str, RunChange> = BTreeMap::new();
+        for (id, reason) in &moved {
+            if let Some(state) = runs.get(id) {
+                let change = changes.entry(*id).or_default();
+                change.state = Some(*state);
+                change.reason = reason.as_deref();
+            }
+        }
+        for (id, (artifact, report)) in &validations {
+            let change = changes.entry(*id).or_default();
+            change.artifact = Some(artifact);
+            change.validation = Some(report);
+        }
+        for (id, reports) in &progress {
+            changes.entry(*id).or_default().progress = Some(reports);
+        }
+        write_run_changes(&mut tx, now, &changes).await?;
         audit::append(&mut tx, self.backend, now, &audits).await?;
         tx.commit().await?;
         tracing::debug!(?applied, "run events applied");
@@ -576,25 +610,24 @@ impl Store {
         tx: &mut Transaction<'static, Any>,
         run_id: &str,
     ) -> Result<Option<(RunState, Option<String>)>, StoreError> {
-        let (mut runs, mut pipelines) = self.lock_runs(tx, &BTreeSet::from([run_id])).await?;
-        Ok(runs
-            .remove(run_id)
-            .map(|state| (state, pipelines.remove(run_id))))
+        let mut runs = self.lock_runs(tx, &BTreeSet::from([run_id])).await?;
+        Ok(runs.remove(run_id).map(|run| (run.state, run.pipeline)))
     }
 
     /// Lock the rows of `run_ids` for the rest of `tx`, in sorted id order
     /// (so two transactions never wait for each other in a cycle), and read
-    /// their states and pipelines (for the audit). Unknown ids are left out.
-    #[allow(clippy::type_complexity)]
+    /// what applying events needs of them. Unknown ids are left out.
     async fn lock_runs<'a>(
         &self,
         tx: &mut Transaction<'static, Any>,
         run_ids: &BTreeSet<&'a str>,
-    ) -> Result<(BTreeMap<&'a str, RunState>, BTreeMap<&'a str, String>), StoreError> {
+    ) -> Result<BTreeMap<&'a str, LockedRun>, StoreError> {
         let ids: Vec<&'a str> = run_ids.iter().copied().collect();
-        let mut states = BTreeMap::new();
-        let mut pipelines = BTreeMap::new();
-        for chunk in ids.chunks(MARK_CHUNK) {
+        let mut runs = BTreeMap::new();
+        let mut rest = ids.as_slice();
+        for size in create::chunk_sizes(ids.len()) {
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             // SQLite has no row locks; the transaction began with `BEGIN IMMEDIATE`.
             let lock = match self.backend {
@@ -603,24 +636,31 @@ impl Store {
             };
             // Only numbered placeholders are spliced in; the ids are bound.
             let sql = format!(
-                "SELECT id, state, pipeline_id FROM runs WHERE id IN ({}) ORDER BY id{lock}",
+                "SELECT id, state, pipeline_id, deployment, gates FROM runs WHERE id IN ({}) ORDER BY id{lock}",
                 placeholders.join(", ")
             );
-            let mut query =
-                sqlx::query_as::<_, (String, String, Option<String>)>(AssertSqlSafe(sql));
+            let mut query = sqlx::query_as::<
+                _,
+                (String, String, Option<String>, String, Option<String>),
+            >(AssertSqlSafe(sql));
             for id in chunk {
                 query = query.bind(*id);
             }
-            for (id, state, pipeline) in query.fetch_all(&mut **tx).await? {
+            for (id, state, pipeline, deployment, gates) in query.fetch_all(&mut **tx).await? {
                 if let Some(known) = run_ids.get(id.as_str()) {
-                    states.insert(*known, parse_state(&state)?);
-                    if let Some(pipeline) = pipeline {
-                        pipelines.insert(*known, pipeline);
-                    }
+                    runs.insert(
+                        *known,
+                        LockedRun {
+                            state: parse_state(&state)?,
+                            pipeline,
+                            deployment,
+                            gates,
+                        },
+                    );
                 }
             }
         }
-        Ok((states, pipelines))
+        Ok(runs)
     }
 
     /// A write transaction for an admin change: on PostgreSQL it first takes
@@ -647,22 +687,6 @@ impl Store {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
         })
     }
-}
-
-/// Store a validation's artifact and report on the run.
-async fn record_validation(
-    tx: &mut Transaction<'static, Any>,
-    run_id: &str,
-    artifact: &ArtifactRef,
-    report: &ValidationReport,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE runs SET artifact = $2, validation = $3 WHERE id = $1")
-        .bind(run_id)
-        .bind(to_json("artifact", artifact)?)
-        .bind(to_json("validation report", report)?)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 /// The source's version before the run's export; the first export
@@ -713,41 +737,6 @@ impl ProgressReports {
     }
 }
 
-/// Adds a batch's import progress reports to the runs' progress columns.
-async fn record_import_progress(
-    tx: &mut Transaction<'static, Any>,
-    at: i64,
-    progress: &BTreeMap<&str, ProgressReports>,
-) -> Result<(), StoreError> {
-    let rows: Vec<(&str, &ProgressReports)> = progress.iter().map(|(id, p)| (*id, p)).collect();
-    for chunk in rows.chunks(MARK_CHUNK) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|row| {
-                let first = 2 + row * 3;
-                // Typed, so a list of NULL percentages is still a number.
-                format!(
-                    "(${first}, CAST(${} AS DOUBLE PRECISION), CAST(${} AS BIGINT))",
-                    first + 1,
-                    first + 2
-                )
-            })
-            .collect();
-        // Only numbered placeholders are spliced in; the values are bound.
-        let sql = format!(
-            "UPDATE runs SET import_percent = COALESCE(v.column2, runs.import_percent), \
-             import_polls = COALESCE(runs.import_polls, 0) + v.column3, \
-             import_progress_at = $1 FROM (VALUES {}) AS v WHERE runs.id = v.column1",
-            values.join(", ")
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(at);
-        for (id, reports) in chunk {
-            query = query.bind(*id).bind(reports.percent).bind(reports.reports);
-        }
-        query.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
 /// Where a run whose validation passed goes: on to the import the
 /// validator already sent, or (when its deployment holds after validation)
 /// to its first gate, its scheduled time or the import, with the import
@@ -755,14 +744,11 @@ async fn record_import_progress(
 async fn after_validation(
     tx: &mut Transaction<'static, Any>,
     run_id: &str,
+    run: &LockedRun,
     artifact: &ArtifactRef,
 ) -> Result<RunState, StoreError> {
-    let (deployment, gates): (String, Option<String>) =
-        sqlx::query_as("SELECT deployment, gates FROM runs WHERE id = $1")
-            .bind(run_id)
-            .fetch_one(&mut **tx)
-            .await?;
-    let deployment: slipway_messages::Deployment = serde_json::from_str(&deployment)
+    let (deployment, gates) = (&run.deployment, run.gates.clone());
+    let deployment: slipway_messages::Deployment = serde_json::from_str(deployment)
         .map_err(|e| StoreError::corrupt("deployment", format!("run {run_id}: {e}")))?;
     let gates: RunGates = json_column("run gates", run_id, gates)?.unwrap_or_default();
     let now = now_millis();
@@ -819,6 +805,98 @@ async fn record_artifact(
     .bind(run_id)
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// A run locked by [`Store::lock_runs`]: what applying events needs of it.
+#[derive(Debug)]
+struct LockedRun {
+    state: RunState,
+    pipeline: Option<String>,
+    /// The deployment as stored (JSON), parsed only when a passed
+    /// validation needs it.
+    deployment: String,
+    gates: Option<String>,
+}
+
+/// What a batch of events changes on one run.
+#[derive(Debug, Default)]
+struct RunChange<'a> {
+    /// Where the run moved (and `updated_at` with it), if it moved.
+    state: Option<RunState>,
+    reason: Option<&'a str>,
+    /// The artifact and report of its latest validation (JSON).
+    artifact: Option<&'a str>,
+    validation: Option<&'a str>,
+    /// The import progress it reported in the batch.
+    progress: Option<&'a ProgressReports>,
+}
+
+/// `rows` rows of the VALUES list of [`write_run_changes`], numbered from
+/// `$2`; the numbers typed, so a column of NULLs is still a number.
+fn change_rows(rows: usize) -> String {
+    let mut out = Vec::with_capacity(rows);
+    for row in 0..rows {
+        let p = 2 + row * 8;
+        out.push(format!(
+            "(${}, ${}, ${}, ${}, ${}, CAST(${} AS DOUBLE PRECISION), CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
+            p,
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 6,
+            p + 7
+        ));
+    }
+    out.join(", ")
+}
+
+/// Write a batch's run changes: one multi-row UPDATE per chunk; columns a
+/// change leaves `None` keep their value.
+async fn write_run_changes(
+    tx: &mut Transaction<'static, Any>,
+    at: i64,
+    changes: &BTreeMap<&str, RunChange<'_>>,
+) -> Result<(), StoreError> {
+    let changes: Vec<(&&str, &RunChange<'_>)> = changes.iter().collect();
+    let mut rest = changes.as_slice();
+    for size in create::chunk_sizes(changes.len()) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        // Only numbered placeholders are spliced in; the values are bound.
+        // Both databases name the columns of a bare VALUES list column1...
+        let sql = format!(
+            "UPDATE runs SET state = COALESCE(v.column2, runs.state), \
+               reason = COALESCE(v.column3, runs.reason), \
+               artifact = COALESCE(v.column4, runs.artifact), \
+               validation = COALESCE(v.column5, runs.validation), \
+               updated_at = CASE WHEN v.column2 IS NULL THEN runs.updated_at ELSE $1 END, \
+               import_percent = CASE WHEN v.column6 >= 0 THEN v.column6 ELSE runs.import_percent END, \
+               import_polls = CASE WHEN v.column8 = 1 \
+                 THEN COALESCE(runs.import_polls, 0) + v.column7 ELSE runs.import_polls END, \
+               import_progress_at = CASE WHEN v.column8 = 1 THEN $1 ELSE runs.import_progress_at END \
+             FROM (VALUES {}) AS v WHERE runs.id = v.column1",
+            change_rows(chunk.len())
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(at);
+        for (id, change) in chunk {
+            query = query
+                .bind(**id)
+                .bind(change.state.map(RunState::as_str))
+                .bind(change.reason)
+                .bind(change.artifact)
+                .bind(change.validation)
+                // -1 for "no percentage": sqlx's Any driver declares a NULL
+                // f64 as float4 on PostgreSQL, which breaks a statement
+                // prepared with a NULL and then given a number.
+                .bind(change.progress.and_then(|p| p.percent).unwrap_or(-1.0))
+                .bind(change.progress.map_or(0, |p| p.reports))
+                .bind(i64::from(change.progress.is_some()));
+        }
+        query.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 

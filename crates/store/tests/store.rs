@@ -80,6 +80,7 @@ on_both_backends!(
     a_batch_with_a_command_writes_nothing,
     concurrent_batches_from_two_replicas_never_double_transition,
     the_source_version_of_the_first_export_is_kept,
+    a_validation_is_kept_on_the_run_whether_or_not_it_moves_it,
 );
 
 fn deployment() -> Deployment {
@@ -1091,5 +1092,73 @@ async fn bad_urls_get_clear_errors() {
             }
         ),
         "{err}"
+    );
+}
+
+fn validated(run: Uuid, version: &str, verdict: &str) -> Envelope {
+    let artifact = slipway_messages::ArtifactRef {
+        managed_sha256: "a".repeat(64),
+        unmanaged_sha256: "b".repeat(64),
+        version: version.into(),
+        managed_bytes: 42,
+    };
+    let report: slipway_messages::ValidationReport = serde_json::from_value(
+        serde_json::json!({ "verdict": verdict, "artifact_version": version }),
+    )
+    .unwrap();
+    let mut envelope = event(run, Some(Step::Validate), StepStatus::Succeeded, None);
+    if let Message::RunEvent(event) = &mut envelope.message {
+        event.outcome = Some(slipway_messages::StepOutcome::Validated { artifact, report });
+    }
+    envelope
+}
+
+/// A validation's artifact and report are kept on the run in the batch's
+/// one update; a late validation is kept too but moves nothing (its
+/// `updated_at` stays).
+async fn a_validation_is_kept_on_the_run_whether_or_not_it_moves_it(fx: &Fixture) {
+    let store = &fx.store;
+    let (id, _) = start_run(store).await;
+    let (other, _) = start_run(store).await;
+    let batch = [
+        event(id, Some(Step::Export), StepStatus::Succeeded, None),
+        validated(id, "1.0.0.2", "passed"),
+        event(other, Some(Step::Export), StepStatus::Succeeded, None),
+    ];
+    store.apply_events(&batch).await.unwrap();
+    let run = store.get_run(id).await.unwrap().unwrap();
+    assert_eq!(run.state, RunState::Importing);
+    assert_eq!(run.artifact.as_ref().unwrap().version, "1.0.0.2");
+    assert_eq!(
+        run.validation.as_ref().unwrap().verdict,
+        slipway_messages::Verdict::Passed
+    );
+    let untouched = store.get_run(other).await.unwrap().unwrap();
+    assert_eq!(untouched.state, RunState::Validating);
+    assert_eq!(untouched.artifact, None, "no validation, no artifact");
+    assert_eq!(untouched.validation, None);
+
+    // Imported; then a stale validation arrives (a redelivered command).
+    store
+        .apply_events(&[event(id, Some(Step::Import), StepStatus::Succeeded, None)])
+        .await
+        .unwrap();
+    let done = store.get_run(id).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store
+        .apply_events(&[validated(id, "1.0.0.3", "needs_settings")])
+        .await
+        .unwrap();
+    let after = store.get_run(id).await.unwrap().unwrap();
+    assert_eq!(after.state, RunState::Succeeded);
+    assert_eq!(after.updated_at, done.updated_at, "nothing moved");
+    assert_eq!(
+        after.artifact.unwrap().version,
+        "1.0.0.3",
+        "what was validated is kept"
+    );
+    assert_eq!(
+        after.validation.unwrap().verdict,
+        slipway_messages::Verdict::NeedsSettings
     );
 }
