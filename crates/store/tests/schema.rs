@@ -86,7 +86,6 @@ async fn both_migration_folders_build_the_same_schema() {
             "runs_requested_by",
             "runs_solution_name",
             "runs_stage",
-            "runs_state",
             "stage_targets_environment",
             "webhook_deliveries_due",
             "webhook_deliveries_webhook"
