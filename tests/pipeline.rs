@@ -8,20 +8,24 @@ use std::time::Duration;
 use serde_json::json;
 use slipway_tests::{Cluster, ClusterOptions, events};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn deployment_passes_the_three_workers_in_order_and_succeeds() {
-    let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
-    // Steps slower than `worker.started_event_after_ms` (200) report `started`.
-    let id = cluster.submit(json!({ "step_millis": 300 })).await.unwrap();
+/// Submits a placeholder deployment, waits for it to succeed and returns
+/// its history.
+async fn run_to_success(
+    cluster: &Cluster,
+    placeholder: serde_json::Value,
+) -> Vec<serde_json::Value> {
+    let id = cluster.submit(placeholder).await.unwrap();
     let run = cluster
         .wait_terminal(id, Duration::from_secs(30))
         .await
         .unwrap();
     assert_eq!(run["state"], "succeeded", "{run}\n{}", cluster.log_hint());
+    cluster.history(id).await.unwrap()
+}
 
-    let history = cluster.history(id).await.unwrap();
-    // The order in which each step started and finished, as the gateway saw it.
-    let steps: Vec<String> = history
+/// The steps' events in the history as `step:status`, retries left out.
+fn step_events(history: &[serde_json::Value]) -> Vec<String> {
+    history
         .iter()
         .filter(|e| e["kind"] == "event" && e["status"] != "retrying")
         .map(|e| {
@@ -31,7 +35,25 @@ async fn deployment_passes_the_three_workers_in_order_and_succeeds() {
                 e["status"].as_str().unwrap()
             )
         })
-        .collect();
+        .collect()
+}
+
+/// The states the history's transitions moved to, in order.
+fn states(history: &[serde_json::Value]) -> Vec<&str> {
+    history
+        .iter()
+        .filter(|e| e["kind"] == "transition")
+        .map(|e| e["state"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deployment_passes_the_three_workers_in_order_and_succeeds() {
+    let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    // Steps slower than `worker.started_event_after_ms` (200) report `started`.
+    let history = run_to_success(&cluster, json!({ "step_millis": 300 })).await;
+    // The order in which each step started and finished, as the gateway saw it.
+    let steps = step_events(&history);
     let position = |s: &str| {
         steps
             .iter()
@@ -68,11 +90,7 @@ async fn deployment_passes_the_three_workers_in_order_and_succeeds() {
     assert_eq!(seen.len(), 3, "the three steps ran in three processes");
 
     // State transitions recorded in order, ending Succeeded exactly once.
-    let states: Vec<&str> = history
-        .iter()
-        .filter(|e| e["kind"] == "transition")
-        .map(|e| e["state"].as_str().unwrap())
-        .collect();
+    let states = states(&history);
     assert_eq!(states.first(), Some(&"requested"), "{states:?}");
     assert_eq!(
         states.iter().filter(|s| **s == "succeeded").count(),
@@ -90,36 +108,14 @@ async fn deployment_passes_the_three_workers_in_order_and_succeeds() {
 #[tokio::test(flavor = "multi_thread")]
 async fn fast_steps_report_with_the_job() {
     let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
-    let id = cluster.submit(json!({})).await.unwrap();
-    let run = cluster
-        .wait_terminal(id, Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert_eq!(run["state"], "succeeded", "{run}\n{}", cluster.log_hint());
-    let history = cluster.history(id).await.unwrap();
-    let steps: Vec<String> = history
-        .iter()
-        .filter(|e| e["kind"] == "event")
-        .map(|e| {
-            format!(
-                "{}:{}",
-                e["step"].as_str().unwrap(),
-                e["status"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let history = run_to_success(&cluster, json!({})).await;
     assert_eq!(
-        steps,
+        step_events(&history),
         ["export:succeeded", "validate:succeeded", "import:succeeded"],
         "{history:#?}"
     );
-    let states: Vec<&str> = history
-        .iter()
-        .filter(|e| e["kind"] == "transition")
-        .map(|e| e["state"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        states,
+        states(&history),
         ["requested", "validating", "importing", "succeeded"]
     );
     cluster.shutdown().await.unwrap();
