@@ -1108,33 +1108,25 @@ async fn recorded_message_ids(
 }
 
 /// Move locked runs to new states (id, state, reason), keeping an earlier
-/// reason unless there is a new one: one statement per chunk of runs.
+/// reason unless there is a new one ([`write_run_changes`] with only the
+/// state and reason set).
 async fn update_runs(
     tx: &mut Transaction<'static, Any>,
     at: i64,
     moves: &[(&str, RunState, Option<&str>)],
 ) -> Result<(), StoreError> {
-    for chunk in moves.chunks(MARK_CHUNK) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|row| {
-                let first = 2 + row * 3;
-                format!("(${first}, ${}, ${})", first + 1, first + 2)
-            })
-            .collect();
-        // Only numbered placeholders are spliced in; the values are bound.
-        // Both databases name the columns of a bare VALUES list column1...
-        let sql = format!(
-            "UPDATE runs SET state = v.column2, reason = COALESCE(v.column3, runs.reason), \
-             updated_at = $1 FROM (VALUES {}) AS v WHERE runs.id = v.column1",
-            values.join(", ")
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(at);
-        for (id, state, reason) in chunk {
-            query = query.bind(*id).bind(state.as_str()).bind(*reason);
-        }
-        query.execute(&mut **tx).await?;
-    }
-    Ok(())
+    let changes: BTreeMap<&str, RunChange<'_>> = moves
+        .iter()
+        .map(|(id, state, reason)| {
+            let change = RunChange {
+                state: Some(*state),
+                reason: *reason,
+                ..RunChange::default()
+            };
+            (*id, change)
+        })
+        .collect();
+    write_run_changes(tx, at, &changes).await
 }
 
 fn failure_reason(event: &RunEvent) -> String {
