@@ -32,6 +32,23 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
+/// Variables Cargo sets for running one package's target, not for Cargo
+/// itself (`CARGO`, `CARGO_HOME`, `CARGO_TARGET_DIR` stay).
+fn set_by_cargo_for_a_package(key: &str) -> bool {
+    [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+    ]
+    .iter()
+    .any(|prefix| key.starts_with(prefix))
+        || matches!(
+            key,
+            "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "OUT_DIR"
+        )
+}
+
 static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 /// Path of the freshly built service binary `name` (one of [`SERVICES`]).
@@ -51,6 +68,15 @@ fn build() -> Result<PathBuf, String> {
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root())
         .args(["build", "--quiet", "--bins"]);
+    // Cargo gives the process it runs (a test, the benchmark) the variables
+    // of its package. Passed on, they differ from a plain `cargo build`'s,
+    // and build scripts that watch them (ring watches CARGO_MANIFEST_DIR)
+    // would rebuild half the workspace on every call.
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(set_by_cargo_for_a_package) {
+            cmd.env_remove(key);
+        }
+    }
     // Same profile as the caller: the benchmark (built --release) measures
     // release services, the tests debug ones.
     let profile = if cfg!(debug_assertions) {
