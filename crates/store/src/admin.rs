@@ -729,6 +729,7 @@ impl Store {
             audit::append(&mut tx, self.backend, now_millis(), &[record]).await?;
         }
         tx.commit().await?;
+        self.auth_changed();
         Ok(inserted)
     }
 
@@ -775,6 +776,7 @@ impl Store {
             audit::append(&mut tx, self.backend, now_millis(), &[record]).await?;
         }
         tx.commit().await?;
+        self.auth_changed();
         Ok(deleted)
     }
 
@@ -804,10 +806,19 @@ impl Store {
         &self,
         principals: &[Principal],
     ) -> Result<BTreeSet<AccessRole>, StoreError> {
+        let ticket = match self.auth.as_ref().map(|c| c.roles(principals)) {
+            Some(Ok(roles)) => return Ok(roles),
+            Some(Err(ticket)) => Some(ticket),
+            None => None,
+        };
         let mut conn = self.pool.acquire().await?;
         let names = granted_to(&mut conn, Granted::Roles, principals).await?;
         // Roles this build does not know are ignored, not fatal.
-        Ok(names.iter().filter_map(|n| AccessRole::parse(n)).collect())
+        let roles = names.iter().filter_map(|n| AccessRole::parse(n)).collect();
+        if let (Some(cache), Some(ticket)) = (&self.auth, ticket) {
+            cache.keep_roles(ticket, principals, &roles);
+        }
+        Ok(roles)
     }
 }
 

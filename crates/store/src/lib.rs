@@ -32,6 +32,7 @@
 pub mod admin;
 pub mod admin_model;
 pub mod audit;
+mod auth_cache;
 mod create;
 pub mod error;
 pub mod gates;
@@ -40,6 +41,7 @@ pub mod tokens;
 pub mod webhooks;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -55,6 +57,7 @@ use uuid::Uuid;
 
 pub use admin_model::*;
 pub use audit::{AuditAction, AuditQuery, AuditRecord, AuditVerification, NewAudit};
+pub use auth_cache::LISTENER_APPLICATION_NAME;
 pub use error::StoreError;
 pub use gates::Gate;
 pub use model::{
@@ -83,6 +86,8 @@ pub struct Store {
     /// Writes concurrent run creations in shared transactions (`create`);
     /// `None` in the committer's own handle, which writes directly.
     committer: Option<create::Committer>,
+    /// Tokens and role grants already read (PostgreSQL only; `auth_cache`).
+    auth: Option<Arc<auth_cache::AuthCache>>,
 }
 
 pub(crate) type RunRow = (
@@ -177,15 +182,31 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate { backend, source })?;
+        let auth = match backend {
+            Backend::Postgres => Some(
+                auth_cache::AuthCache::spawn(url)
+                    .map_err(|source| StoreError::Connect { backend, source })?,
+            ),
+            Backend::Sqlite => None,
+        };
         let direct = Store {
             pool,
             backend,
             committer: None,
+            auth: None,
         };
         Ok(Store {
             committer: Some(create::spawn(direct.clone())),
+            auth,
             ..direct
         })
+    }
+
+    /// Call after committing a change to a token or a role grant.
+    pub(crate) fn auth_changed(&self) {
+        if let Some(cache) = &self.auth {
+            cache.changed();
+        }
     }
 
     /// Which database this store talks to.

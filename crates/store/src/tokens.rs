@@ -143,6 +143,7 @@ impl Store {
             .after(&after);
         audit::append(&mut tx, self.backend, now, &[record]).await?;
         tx.commit().await?;
+        self.auth_changed();
         Ok(after)
     }
 
@@ -153,15 +154,25 @@ impl Store {
         token_hash: &str,
         now: OffsetDateTime,
     ) -> Result<Option<ApiToken>, StoreError> {
-        let sql = format!("{SELECT_TOKEN} WHERE token_hash = $1");
-        let Some(token) = sqlx::query_as::<_, TokenRow>(sqlx::AssertSqlSafe(sql))
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(token_from_row)
-            .transpose()?
-        else {
-            return Ok(None);
+        let cached = self.auth.as_ref().map(|c| c.token(token_hash));
+        let token = match cached {
+            Some(Ok(token)) => token,
+            Some(Err(_)) | None => {
+                let sql = format!("{SELECT_TOKEN} WHERE token_hash = $1");
+                let Some(token) = sqlx::query_as::<_, TokenRow>(sqlx::AssertSqlSafe(sql))
+                    .bind(token_hash)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(token_from_row)
+                    .transpose()?
+                else {
+                    return Ok(None);
+                };
+                if let (Some(cache), Some(Err(ticket))) = (&self.auth, cached) {
+                    cache.keep_token(ticket, token_hash, &token);
+                }
+                token
+            }
         };
         if !token.is_active(now) {
             return Ok(None);
@@ -176,6 +187,13 @@ impl Store {
                 .bind(now_ms)
                 .execute(&self.pool)
                 .await?;
+            if let Some(cache) = &self.auth {
+                let used = ApiToken {
+                    last_used_at: Some(from_millis(now_ms)?),
+                    ..token.clone()
+                };
+                cache.touch_token(token_hash, &used);
+            }
         }
         Ok(Some(token))
     }
