@@ -3,12 +3,10 @@
 
 use slipway_exporter::ExporterStep;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     slipway_service::worker::main(
         "slipway-exporter",
         "Exports a solution from its source environment and stores the artifact",
         |config| async move { ExporterStep::from_config(&config).await },
     )
-    .await
 }

@@ -144,12 +144,18 @@ pub struct WorkerConfig {
     /// sooner reports only how it ended (its hand-over to the next step
     /// carries that report). `0`: every step reports `started` at once.
     pub started_event_after_ms: u64,
+    /// Threads the worker runs its tasks on. `1`: one thread, no hand-overs
+    /// between threads (a step mostly waits; zip parsing runs on separate
+    /// blocking threads anyway). More only pays when steps do CPU work of
+    /// their own; scaling out with replicas is the usual way.
+    pub threads: usize,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             started_event_after_ms: 200,
+            threads: 1,
         }
     }
 }

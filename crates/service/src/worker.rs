@@ -271,15 +271,44 @@ impl<S: Step> Handler for StepHandler<S> {
 /// arguments, configuration, telemetry, then `make` builds the step from
 /// the configuration (opening what it needs, e.g. the artifact store), then
 /// bus, consume until SIGTERM/SIGINT.
-pub async fn main<S, F, Fut>(name: &'static str, about: &'static str, make: F) -> anyhow::Result<()>
+///
+/// A worker runs its tasks on `worker.threads` threads, one by default (a
+/// current-thread runtime): a step mostly waits on the broker and on
+/// Dataverse, and its CPU-heavy parts (reading a solution zip) go to
+/// `spawn_blocking`. On a multi-thread runtime every delivery is handed
+/// between threads several times (ARCHITECTURE.md, Performance). Scale a
+/// worker with replicas.
+pub fn main<S, F, Fut>(name: &'static str, about: &'static str, make: F) -> anyhow::Result<()>
+where
+    S: Step,
+    F: FnOnce(crate::config::Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<S>>,
+{
+    let args = crate::args::ServiceArgs::parse_for(name, about);
+    let config = crate::config::Config::load(args.config.as_deref())?;
+    let runtime = match config.worker.threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        threads => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?,
+    };
+    runtime.block_on(run(name, config, make))
+}
+
+async fn run<S, F, Fut>(
+    name: &'static str,
+    config: crate::config::Config,
+    make: F,
+) -> anyhow::Result<()>
 where
     S: Step,
     F: FnOnce(crate::config::Config) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<S>>,
 {
     use anyhow::Context as _;
-    let args = crate::args::ServiceArgs::parse_for(name, about);
-    let config = crate::config::Config::load(args.config.as_deref())?;
     let _telemetry = crate::telemetry::init(name, &config.telemetry)?;
     let shutdown = crate::shutdown::on_signal();
     let bus = Bus::connect(&config.bus)
