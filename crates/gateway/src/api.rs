@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use slipway_messages::{
     DeployIdentity, Deployment, Envelope, ExportCommand, Message, PlaceholderWork, ValidateCommand,
 };
-use slipway_store::{AccessRole, CancelOutcome, HistoryEntry, NewRun, Run, RunFilter, RunGates};
+use slipway_store::{
+    AccessRole, CancelOutcome, HistoryEntry, NewRun, Publish, Run, RunFilter, RunGates,
+};
 use tower_http::trace::TraceLayer;
 use uuid::Uuid;
 
@@ -542,11 +544,19 @@ async fn submit_all(
         planned.push((new, first));
     }
     let pairs: Vec<(&NewRun, &Envelope)> = planned.iter().map(|(n, e)| (n, e)).collect();
-    let runs = gw
+    // This replica publishes the first commands itself right after the
+    // commit; the relay takes them only if that fails (lease).
+    let lease_ms = i64::try_from(gw.config.outbox_lease_ms.max(1_000)).unwrap_or(i64::MAX);
+    let started = gw
         .store
-        .create_runs(&pairs, &slipway_bus::current_trace_headers())
+        .start_runs(
+            &pairs,
+            &slipway_bus::current_trace_headers(),
+            Publish::ByCaller { lease_ms },
+        )
         .await?;
-    gw.relay_wakeup.notify_one();
+    gw.relay.publish(started.publish).await;
+    let runs = started.runs;
     for run in &runs {
         tracing::info!(
             run_id = %run.id,

@@ -41,15 +41,14 @@ use slipway_bus::Bus;
 use slipway_service::config::{Config, GatewayConfig};
 use slipway_service::shutdown::CancellationToken;
 use slipway_store::Store;
-use tokio::sync::Notify;
 
 /// Everything a request handler or background task of the gateway needs.
 #[derive(Debug, Clone)]
 pub struct Gateway {
     pub store: Store,
     pub bus: Bus,
-    /// Wakes the outbox relay as soon as a run is created.
-    pub relay_wakeup: Arc<Notify>,
+    /// Wakes the outbox relay, or hands it commands to publish at once.
+    pub relay: relay::RelayHandle,
     /// Checks OIDC bearer tokens, when `auth.oidc_*` is configured.
     pub oidc: Option<slipway_auth::OidcVerifier>,
     pub config: Arc<GatewayConfig>,
@@ -122,10 +121,11 @@ pub async fn run(
     on_listen: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
+    let (relay, relay_inbox) = relay::channel();
     let gateway = Gateway {
         store,
         bus,
-        relay_wakeup: Arc::new(Notify::new()),
+        relay,
         oidc: oidc_from_config(&config.auth)?,
         signin: Arc::new(signin::SignIn::from_config(&config.auth)?),
         run_changes: tokio::sync::broadcast::channel(RUN_CHANGES_BUFFER).0,
@@ -159,7 +159,12 @@ pub async fn run(
     // leaving an API whose runs no longer move.
     let relay = tokio::spawn(stop_all_when_done(
         shutdown.clone(),
-        relay::run(gateway.clone(), config.gateway.clone(), shutdown.clone()),
+        relay::run(
+            gateway.clone(),
+            config.gateway.clone(),
+            relay_inbox,
+            shutdown.clone(),
+        ),
     ));
     let events = tokio::spawn(stop_all_when_done(
         shutdown.clone(),

@@ -292,7 +292,7 @@ pub async fn approve(
             req.comment.as_deref(),
         )
         .await?;
-    gw.relay_wakeup.notify_one();
+    gw.relay.wake();
     gw.run_changed(id);
     Ok(Json(run.into()))
 }
@@ -362,7 +362,7 @@ pub async fn complete_gate(
         .store
         .decide_gate(id, gate, &caller.subject, passed, req.comment.as_deref())
         .await?;
-    gw.relay_wakeup.notify_one();
+    gw.relay.wake();
     gw.run_changed(id);
     Ok(Json(run.into()))
 }
@@ -399,7 +399,7 @@ pub async fn supply_settings(
         .store
         .supply_settings(id, &caller.subject, req.settings)
         .await?;
-    gw.relay_wakeup.notify_one();
+    gw.relay.wake();
     gw.run_changed(id);
     Ok(Json(run.into()))
 }

@@ -40,8 +40,39 @@ const ROW_CHUNK: usize = 64;
 pub(crate) struct Request {
     runs: Vec<(NewRun, Envelope)>,
     trace_headers: BTreeMap<String, String>,
-    reply: oneshot::Sender<Result<Vec<Run>, StoreError>>,
+    publish: Publish,
+    reply: oneshot::Sender<Result<Started, StoreError>>,
 }
+
+/// Who publishes the first commands of new runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Publish {
+    /// The outbox relay, as soon as it is woken.
+    ByRelay,
+    /// The caller, at once after the commit: the rows are written leased
+    /// for this long (ms), and the relay takes them only if the lease runs
+    /// out first (the caller crashed or could not publish).
+    ByCaller { lease_ms: i64 },
+}
+
+/// Runs just started, and the first commands the caller publishes itself
+/// ([`Publish::ByCaller`]; none with [`Publish::ByRelay`], nor for a run
+/// held at a gate).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Started {
+    pub runs: Vec<Run>,
+    /// Mark each with [`Store::mark_published`] once the broker confirmed.
+    pub publish: Vec<crate::OutboxItem>,
+}
+
+/// A run to write: its first command, the trace headers to send it with,
+/// and who publishes it.
+type Entry<'a> = (
+    &'a NewRun,
+    &'a Envelope,
+    &'a BTreeMap<String, String>,
+    Publish,
+);
 
 /// The handle submitters send to; the task ends when every handle is gone.
 pub(crate) type Committer = mpsc::Sender<Request>;
@@ -68,17 +99,32 @@ async fn commit_loop(store: Store, mut receiver: mpsc::Receiver<Request>) {
             }
         }
         if batch.len() > 1 {
-            let all: Vec<(&NewRun, &Envelope, &BTreeMap<String, String>)> = batch
+            let all: Vec<Entry<'_>> = batch
                 .iter()
-                .flat_map(|r| r.runs.iter().map(|(n, e)| (n, e, &r.trace_headers)))
+                .flat_map(|r| {
+                    r.runs
+                        .iter()
+                        .map(|(n, e)| (n, e, &r.trace_headers, r.publish))
+                })
                 .collect();
             match store.write_runs(&all).await {
-                Ok(created) => {
-                    let mut created = created.into_iter();
+                Ok(started) => {
+                    let mut runs = started.runs.into_iter();
+                    let mut publish = started.publish;
                     for request in batch {
-                        let mine: Vec<Run> = created.by_ref().take(request.runs.len()).collect();
+                        let mine: Vec<Run> = runs.by_ref().take(request.runs.len()).collect();
+                        let (own, rest): (Vec<_>, Vec<_>) = publish.into_iter().partition(|item| {
+                            request
+                                .runs
+                                .iter()
+                                .any(|(n, _)| n.id == item.envelope.run_id)
+                        });
+                        publish = rest;
                         // A submitter that gave up (its request dropped) needs no answer.
-                        let _ = request.reply.send(Ok(mine));
+                        let _ = request.reply.send(Ok(Started {
+                            runs: mine,
+                            publish: own,
+                        }));
                     }
                     continue;
                 }
@@ -88,10 +134,10 @@ async fn commit_loop(store: Store, mut receiver: mpsc::Receiver<Request>) {
             }
         }
         for request in batch {
-            let one: Vec<(&NewRun, &Envelope, &BTreeMap<String, String>)> = request
+            let one: Vec<Entry<'_>> = request
                 .runs
                 .iter()
-                .map(|(n, e)| (n, e, &request.trace_headers))
+                .map(|(n, e)| (n, e, &request.trace_headers, request.publish))
                 .collect();
             let result = store.write_runs(&one).await;
             let _ = request.reply.send(result);
@@ -126,12 +172,27 @@ impl Store {
     /// writing transaction: once it commits, the relay may publish at once
     /// and the workers move the runs on). Concurrent calls share a
     /// transaction (group commit, see the module documentation).
-    #[tracing::instrument(skip_all, fields(runs = runs.len()))]
     pub async fn create_runs(
         &self,
         runs: &[(&NewRun, &Envelope)],
         trace_headers: &BTreeMap<String, String>,
     ) -> Result<Vec<Run>, StoreError> {
+        Ok(self
+            .start_runs(runs, trace_headers, Publish::ByRelay)
+            .await?
+            .runs)
+    }
+
+    /// [`Store::create_runs`], choosing who publishes the first commands:
+    /// a gateway publishes its own submissions right after the commit
+    /// ([`Publish::ByCaller`]), which spares the relay a claim per batch.
+    #[tracing::instrument(skip_all, fields(runs = runs.len()))]
+    pub async fn start_runs(
+        &self,
+        runs: &[(&NewRun, &Envelope)],
+        trace_headers: &BTreeMap<String, String>,
+        publish: Publish,
+    ) -> Result<Started, StoreError> {
         for (new, first_command) in runs {
             if first_command.run_id != new.id {
                 return Err(StoreError::CommandRunMismatch {
@@ -141,7 +202,10 @@ impl Store {
             }
         }
         let Some(committer) = &self.committer else {
-            let all: Vec<_> = runs.iter().map(|(n, e)| (*n, *e, trace_headers)).collect();
+            let all: Vec<_> = runs
+                .iter()
+                .map(|(n, e)| (*n, *e, trace_headers, publish))
+                .collect();
             return self.write_runs(&all).await;
         };
         let (reply, answer) = oneshot::channel();
@@ -151,6 +215,7 @@ impl Store {
                 .map(|(n, e)| ((*n).clone(), (*e).clone()))
                 .collect(),
             trace_headers: trace_headers.clone(),
+            publish,
             reply,
         };
         let gone = || StoreError::corrupt("run creation", "the committer task has stopped");
@@ -160,17 +225,15 @@ impl Store {
 
     /// Write `runs` (each with its first command and trace headers) in one
     /// transaction and read them back inside it.
-    async fn write_runs(
-        &self,
-        runs: &[(&NewRun, &Envelope, &BTreeMap<String, String>)],
-    ) -> Result<Vec<Run>, StoreError> {
+    async fn write_runs(&self, runs: &[Entry<'_>]) -> Result<Started, StoreError> {
         let now = crate::now_millis();
         let mut tx = self.begin_write().await?;
         let mut history = Vec::with_capacity(runs.len());
         let mut audits = Vec::with_capacity(runs.len());
         let mut rows = Vec::with_capacity(runs.len());
         let mut outbox = Vec::with_capacity(runs.len());
-        for (new, first_command, trace_headers) in runs {
+        let mut by_caller = Vec::new();
+        for (new, first_command, trace_headers, publish) in runs {
             let row = RunInsert::of(new)?;
             let state = row.state;
             rows.push(row);
@@ -179,10 +242,18 @@ impl Store {
                 .after(&serde_json::json!({ "state": state }));
             audit.pipeline_id = new.deployment.pipeline_id.map(|p| p.to_string());
             audits.push(audit);
-            let release = if new.gates.pre_export_gate {
-                Release::Held
-            } else {
-                Release::Now
+            let release = match publish {
+                _ if new.gates.pre_export_gate => Release::Held,
+                Publish::ByRelay => Release::Now,
+                Publish::ByCaller { lease_ms } => {
+                    by_caller.push((
+                        first_command.message_id.to_string(),
+                        *first_command,
+                        *trace_headers,
+                    ));
+                    // The relay's claims skip a row until its lease ends.
+                    Release::At(now.saturating_add(*lease_ms))
+                }
             };
             outbox.push(crate::OutboxInsert::of(
                 first_command,
@@ -197,7 +268,7 @@ impl Store {
                 err => err,
             });
         }
-        for (row, (new, _, _)) in rows.iter().zip(runs) {
+        for (row, (new, _, _, _)) in rows.iter().zip(runs) {
             history.push(NewHistory::transition(
                 &row.id,
                 row.state,
@@ -207,25 +278,45 @@ impl Store {
             ));
         }
         insert_history(&mut tx, now, &history).await?;
-        crate::insert_outbox_rows(&mut tx, now, &outbox).await?;
+        let outbox_ids: BTreeMap<String, i64> = crate::insert_outbox_rows(&mut tx, now, &outbox)
+            .await?
+            .into_iter()
+            .map(|(id, message_id)| (message_id, id))
+            .collect();
+        let publish = by_caller
+            .into_iter()
+            .map(|(message_id, envelope, trace_headers)| {
+                let id = outbox_ids.get(&message_id).copied().ok_or_else(|| {
+                    StoreError::corrupt(
+                        "outbox insert",
+                        format!("no row came back for message {message_id}"),
+                    )
+                })?;
+                Ok(crate::OutboxItem {
+                    id,
+                    envelope: envelope.clone(),
+                    trace_headers: trace_headers.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
         let created = fetch_runs(&mut tx, &ids).await?;
         // Last before the commit: the audit head stays locked until then.
         audit::append(&mut tx, self.backend, now, &audits).await?;
         tx.commit().await?;
-        Ok(created)
+        Ok(Started {
+            runs: created,
+            publish,
+        })
     }
 }
 
 impl Store {
     /// Why a multi-row insert of `runs` hit the unique key: the first run
     /// whose id is taken, or given twice.
-    async fn duplicate_of(
-        &self,
-        runs: &[(&NewRun, &Envelope, &BTreeMap<String, String>)],
-    ) -> StoreError {
+    async fn duplicate_of(&self, runs: &[Entry<'_>]) -> StoreError {
         let mut seen = std::collections::BTreeSet::new();
-        for (new, _, _) in runs {
+        for (new, _, _, _) in runs {
             if !seen.insert(new.id) {
                 return StoreError::DuplicateRun(new.id);
             }

@@ -34,6 +34,7 @@ pub mod admin_model;
 pub mod audit;
 mod auth_cache;
 mod create;
+pub use create::{Publish, Started};
 pub mod error;
 pub mod gates;
 pub mod model;
@@ -945,7 +946,8 @@ pub(crate) async fn insert_outbox(
     release: Release,
 ) -> Result<(), StoreError> {
     let row = OutboxInsert::of(command, trace_headers, release)?;
-    insert_outbox_rows(tx, now, std::slice::from_ref(&row)).await
+    insert_outbox_rows(tx, now, std::slice::from_ref(&row)).await?;
+    Ok(())
 }
 
 /// An outbox row about to be inserted, encoded.
@@ -977,12 +979,14 @@ impl OutboxInsert {
     }
 }
 
-/// Insert outbox rows, a few multi-row statements for many rows.
+/// Insert outbox rows, a few multi-row statements for many rows; returns
+/// each new row's id with its message id.
 pub(crate) async fn insert_outbox_rows(
     tx: &mut Transaction<'static, Any>,
     now: i64,
     rows: &[OutboxInsert],
-) -> Result<(), StoreError> {
+) -> Result<Vec<(i64, String)>, StoreError> {
+    let mut ids = Vec::with_capacity(rows.len());
     let mut rest = rows;
     for size in create::chunk_sizes(rows.len()) {
         let (chunk, tail) = rest.split_at(size);
@@ -990,10 +994,10 @@ pub(crate) async fn insert_outbox_rows(
         // Only numbered placeholders are spliced in; the values are bound.
         let sql = format!(
             "INSERT INTO outbox (run_id, message_id, envelope, trace_headers, created_at, claimed_until) \
-             VALUES {}",
+             VALUES {} RETURNING id, message_id",
             create::placeholders(chunk.len(), 6, 1)
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut query = sqlx::query_as::<_, (i64, String)>(AssertSqlSafe(sql));
         for row in chunk {
             query = query
                 .bind(&row.run_id)
@@ -1003,9 +1007,9 @@ pub(crate) async fn insert_outbox_rows(
                 .bind(now)
                 .bind(row.claimed_until);
         }
-        query.execute(&mut **tx).await?;
+        ids.extend(query.fetch_all(&mut **tx).await?);
     }
-    Ok(())
+    Ok(ids)
 }
 
 /// Columns of one `run_history` row as [`insert_history`] binds them.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use slipway_messages::{Deployment, Envelope, ExportCommand, Message, RunEvent, Step, StepStatus};
 use slipway_store::{
-    Applied, Backend, CancelOutcome, HistoryKind, NewRun, RunState, Store, StoreError,
+    Applied, Backend, CancelOutcome, HistoryKind, NewRun, Publish, RunState, Store, StoreError,
 };
 use uuid::Uuid;
 
@@ -81,6 +81,7 @@ on_both_backends!(
     concurrent_batches_from_two_replicas_never_double_transition,
     the_source_version_of_the_first_export_is_kept,
     a_validation_is_kept_on_the_run_whether_or_not_it_moves_it,
+    commands_the_caller_publishes_are_leased_to_it_and_recovered_after,
 );
 
 fn deployment() -> Deployment {
@@ -345,6 +346,91 @@ async fn concurrent_creations_each_get_their_own_answer(fx: &Fixture) {
     );
     let audit = store.verify_audit().await.unwrap();
     assert!(audit.intact, "{audit:?}");
+}
+
+/// A gateway publishes its submissions' first commands itself: the store
+/// hands them back leased to it (the relay does not claim them), except a
+/// run held at a gate; if the gateway never marks them published (it
+/// crashed), the relay claims them once the lease runs out.
+async fn commands_the_caller_publishes_are_leased_to_it_and_recovered_after(fx: &Fixture) {
+    let store = &fx.store;
+    let new = |gated: bool| {
+        let id = Uuid::now_v7();
+        let new = NewRun {
+            id,
+            deployment: deployment(),
+            requested_by: "maker@contoso.com".into(),
+            gates: slipway_store::RunGates {
+                pre_export_gate: gated,
+                ..Default::default()
+            },
+            artifact: None,
+        };
+        (new, export_command(id))
+    };
+    let lease = Duration::from_millis(1_500);
+    let by_caller = Publish::ByCaller {
+        lease_ms: i64::try_from(lease.as_millis()).unwrap(),
+    };
+    // Concurrent submissions share a transaction: each gets its own commands.
+    let requests: Vec<Vec<(NewRun, Envelope)>> = (0..20)
+        .map(|i| (0..1 + i % 3).map(|_| new(false)).collect())
+        .collect();
+    let headers = headers();
+    let answers = futures::future::join_all(requests.iter().map(|runs| {
+        let pairs: Vec<(&NewRun, &Envelope)> = runs.iter().map(|(n, e)| (n, e)).collect();
+        let headers = &headers;
+        async move { store.start_runs(&pairs, headers, by_caller).await }
+    }))
+    .await;
+    let mut handed = Vec::new();
+    for (runs, answer) in requests.iter().zip(answers) {
+        let started = answer.unwrap();
+        let ids: Vec<Uuid> = started.runs.iter().map(|r| r.id).collect();
+        let wanted: Vec<Uuid> = runs.iter().map(|(n, _)| n.id).collect();
+        assert_eq!(ids, wanted);
+        let commands: Vec<&Envelope> = started.publish.iter().map(|i| &i.envelope).collect();
+        let expected: Vec<&Envelope> = runs.iter().map(|(_, e)| e).collect();
+        assert_eq!(
+            commands, expected,
+            "each request gets its own commands, in order"
+        );
+        assert!(started.publish.iter().all(|i| i.trace_headers == headers));
+        handed.extend(started.publish);
+    }
+    assert_eq!(handed.len(), requests.iter().map(Vec::len).sum::<usize>());
+    let gated = new(true);
+    let held = store
+        .start_runs(&[(&gated.0, &gated.1)], &headers, by_caller)
+        .await
+        .unwrap();
+    assert_eq!(held.runs[0].state, RunState::AwaitingPreExport);
+    assert!(
+        held.publish.is_empty(),
+        "a gated run's command waits for its gate"
+    );
+
+    // Leased to the caller: the relay takes none of them meanwhile.
+    assert!(store.claim_outbox(100, lease).await.unwrap().is_empty());
+    // The caller published and marked half; the other half it never did.
+    let (marked, lost) = handed.split_at(handed.len() / 2);
+    let marked: Vec<i64> = marked.iter().map(|i| i.id).collect();
+    store.mark_published(&marked).await.unwrap();
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    let mut recovered: Vec<Uuid> = store
+        .claim_outbox(100, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.envelope.message_id)
+        .collect();
+    let mut lost: Vec<Uuid> = lost.iter().map(|i| i.envelope.message_id).collect();
+    recovered.sort();
+    lost.sort();
+    assert_eq!(
+        recovered, lost,
+        "exactly the unmarked commands are recovered"
+    );
 }
 
 async fn claim_leases_oldest_first_and_published_rows_never_return(fx: &Fixture) {
