@@ -93,12 +93,7 @@ impl AuthCache {
     pub(crate) fn keep_token(&self, ticket: Ticket, hash: &str, token: &ApiToken) {
         let mut inner = self.lock();
         if inner.valid(ticket) {
-            if inner.tokens.len() >= MAX_ENTRIES {
-                inner.tokens.clear();
-            }
-            inner
-                .tokens
-                .insert(hash.to_owned(), (token.clone(), Instant::now()));
+            keep(&mut inner.tokens, hash.to_owned(), token.clone());
         }
     }
 
@@ -130,12 +125,7 @@ impl AuthCache {
     ) {
         let mut inner = self.lock();
         if inner.valid(ticket) {
-            if inner.roles.len() >= MAX_ENTRIES {
-                inner.roles.clear();
-            }
-            inner
-                .roles
-                .insert(principals.to_vec(), (roles.clone(), Instant::now()));
+            keep(&mut inner.roles, principals.to_vec(), roles.clone());
         }
     }
 
@@ -156,6 +146,14 @@ impl AuthCache {
         inner.tokens.clear();
         inner.roles.clear();
     }
+}
+
+/// Inserts into a map of [`Inner`], emptying it first when full.
+fn keep<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, (V, Instant)>, key: K, value: V) {
+    if map.len() >= MAX_ENTRIES {
+        map.clear();
+    }
+    map.insert(key, (value, Instant::now()));
 }
 
 impl Inner {

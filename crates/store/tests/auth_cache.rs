@@ -43,6 +43,22 @@ impl Replicas {
             .unwrap();
     }
 
+    /// A token replica a has read (so cached), then revoked in SQL with
+    /// the announcing triggers switched off.
+    async fn cached_then_revoked_unannounced(&self, hash: &str) {
+        self.a
+            .create_api_token("admin", &new_token(hash))
+            .await
+            .unwrap();
+        assert!(accepted(&self.a, hash).await);
+        self.sql(&format!(
+            "ALTER TABLE api_tokens DISABLE TRIGGER USER; \
+             UPDATE api_tokens SET revoked_at = 1 WHERE token_hash = '{hash}'; \
+             ALTER TABLE api_tokens ENABLE TRIGGER USER;"
+        ))
+        .await;
+    }
+
     /// Waits until both replicas' listeners are subscribed, so that what
     /// follows is cached; gives up after [`WITHIN`].
     async fn listening(&self) {
@@ -131,19 +147,9 @@ async fn a_token_revoked_through_one_replica_is_refused_by_the_other() {
 async fn the_cache_is_used_and_any_announced_change_empties_it() {
     let r = replicas().await;
     r.listening().await;
-    r.a.create_api_token("admin", &new_token("h2"))
-        .await
-        .unwrap();
-    assert!(accepted(&r.a, "h2").await);
-
     // Revoked behind the store's back with the announcement switched off:
     // replica a still answers from what it read, which shows the cache.
-    r.sql(
-        "ALTER TABLE api_tokens DISABLE TRIGGER USER; \
-         UPDATE api_tokens SET revoked_at = 1 WHERE token_hash = 'h2'; \
-         ALTER TABLE api_tokens ENABLE TRIGGER USER;",
-    )
-    .await;
+    r.cached_then_revoked_unannounced("h2").await;
     assert!(
         accepted(&r.a, "h2").await,
         "replica a should have answered from its cache"
@@ -203,20 +209,10 @@ async fn role_grants_changed_through_one_replica_reach_the_other() {
 async fn a_replica_that_cannot_hear_changes_stops_trusting_its_cache() {
     let r = replicas().await;
     r.listening().await;
-    r.a.create_api_token("admin", &new_token("h3"))
-        .await
-        .unwrap();
-    assert!(accepted(&r.a, "h3").await);
-
     // Unannounced revocation (as in the test above), then the listeners'
     // connections are cut: a change could have been missed, so replica a
     // must go back to the database rather than keep its answer.
-    r.sql(
-        "ALTER TABLE api_tokens DISABLE TRIGGER USER; \
-         UPDATE api_tokens SET revoked_at = 1 WHERE token_hash = 'h3'; \
-         ALTER TABLE api_tokens ENABLE TRIGGER USER;",
-    )
-    .await;
+    r.cached_then_revoked_unannounced("h3").await;
     assert!(accepted(&r.a, "h3").await, "still cached before the cut");
     r.sql(&format!(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
