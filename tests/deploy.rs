@@ -1182,9 +1182,14 @@ async fn an_importer_killed_mid_import_imports_once_after_a_replica_starts() {
         .await;
     let deadline = Instant::now() + RUN_DEADLINE;
 
-    // 1. The import runs in the target: kill the importer now.
+    // 1. The import runs in the target and the importer has reported it
+    // (it follows it by delayed polls from now on): kill the importer now.
+    // Killed between starting the import and that report, the start
+    // command would come back to a replica instead (scenario 2).
     let id = w.submit(&pipe, 0, name, json!({})).await;
-    while w.operations("test").await.is_empty() {
+    while w.operations("test").await.is_empty()
+        || w.cluster.run(id).await.unwrap()["state"] != "importing"
+    {
         assert!(Instant::now() < deadline, "{}", w.cluster.log_hint());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
