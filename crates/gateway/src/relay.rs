@@ -125,16 +125,15 @@ pub async fn run(
 }
 
 /// One round: claim, publish each (confirmed), mark the confirmed ones.
+/// Returns how many rows it claimed: a full claim means more may be
+/// waiting (rows the broker did not confirm stay leased, so the next claim
+/// takes others).
 async fn relay_once(gateway: &Gateway, batch: u32, lease: Duration) -> anyhow::Result<usize> {
     let items = gateway.store.claim_outbox(batch, lease).await?;
-    if items.is_empty() {
-        return Ok(0);
-    }
-    // A full claim means more may be waiting (rows the broker did not
-    // confirm stay leased, so the next claim takes others).
     let claimed = items.len();
-    let published = publish_all(gateway, items).await;
-    gateway.store.mark_published(&published).await?;
+    if claimed > 0 {
+        publish_and_mark(gateway, items).await;
+    }
     Ok(claimed)
 }
 
