@@ -2,7 +2,7 @@
 //! reference corpus (re-versioned with `slipway_solution::reversion`, turned
 //! managed by the simulator's own `ExportSolution`, or with one root
 //! component dropped where a rule needs another version). Run with
-//! `SLIPWAY_CORPUS=/work/shared/corpus cargo test -p slipway-envsim --features corpus --test corpus`.
+//! `SLIPWAY_CORPUS=/work/shared/corpus cargo test --workspace --test corpus`.
 #![allow(clippy::unwrap_used)]
 
 mod common;

@@ -1,7 +1,7 @@
 //! Checks the reader against a corpus of real solution zips and an
 //! independent reading of them (`expected.json`). Needs SLIPWAY_CORPUS to
 //! point at a folder with `solutions/`, `not-solutions/` and `expected.json`;
-//! run with `SLIPWAY_CORPUS=/path cargo test -p slipway-solution --features corpus --test corpus`.
+//! run with `SLIPWAY_CORPUS=/path cargo test --workspace --test corpus`.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
