@@ -7,7 +7,7 @@
 //! while it restarts.
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use slipway_tests::{Cluster, ClusterOptions, events};
@@ -36,15 +36,20 @@ async fn services_reconnect_after_the_broker_restarts() {
         .await
         .unwrap();
 
+    // Each phase's time goes to stderr, shown when the test fails or with
+    // --nocapture: a slow run says whether the broker or the services were.
+    let started = Instant::now();
     rabbitmqctl("stop_app");
     tokio::time::sleep(Duration::from_secs(2)).await;
     rabbitmqctl("start_app");
     rabbitmqctl("await_startup");
+    eprintln!("broker stopped and started again in {:?}", started.elapsed());
 
     let run = cluster
         .wait_terminal(id, Duration::from_secs(90))
         .await
         .unwrap();
+    eprintln!("the run in flight ended after {:?}", started.elapsed());
     assert_eq!(run["state"], "succeeded", "{run}\n{}", cluster.log_hint());
     let history = cluster.history(id).await.unwrap();
     assert_eq!(
