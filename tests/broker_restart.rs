@@ -43,7 +43,10 @@ async fn services_reconnect_after_the_broker_restarts() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     rabbitmqctl("start_app");
     rabbitmqctl("await_startup");
-    eprintln!("broker stopped and started again in {:?}", started.elapsed());
+    eprintln!(
+        "broker stopped and started again in {:?}",
+        started.elapsed()
+    );
 
     let run = cluster
         .wait_terminal(id, Duration::from_secs(90))
