@@ -104,7 +104,7 @@ async fn migration_0005_backfills_solution_names_on_both_databases() {
 
     let db = slipway_testkit::pg::fresh_database().await.unwrap();
     let pg = PgPool::connect(db.url()).await.unwrap();
-    before_0005("postgres").await.run(&pg).await.unwrap();
+    migrations_before("postgres", 5).await.run(&pg).await.unwrap();
     sqlx::query(INSERT_RUN).execute(&pg).await.unwrap();
     Store::connect(db.url()).await.unwrap();
     let name: Option<String> = sqlx::query_scalar(READ_BACK).fetch_one(&pg).await.unwrap();
@@ -115,7 +115,7 @@ async fn migration_0005_backfills_solution_names_on_both_databases() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
     let lite = SqlitePool::connect(&url).await.unwrap();
-    before_0005("sqlite").await.run(&lite).await.unwrap();
+    migrations_before("sqlite", 5).await.run(&lite).await.unwrap();
     sqlx::query(INSERT_RUN).execute(&lite).await.unwrap();
     Store::connect(&url).await.unwrap();
     let name: Option<String> = sqlx::query_scalar(READ_BACK)
@@ -125,8 +125,8 @@ async fn migration_0005_backfills_solution_names_on_both_databases() {
     assert_eq!(name.as_deref(), Some("ContosoCore"), "sqlite");
 }
 
-/// The migrations of one flavour up to and including 0004.
-async fn before_0005(flavour: &str) -> sqlx::migrate::Migrator {
+/// The migrations of one flavour before `version`.
+async fn migrations_before(flavour: &str, version: i64) -> sqlx::migrate::Migrator {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("migrations")
         .join(flavour);
@@ -134,10 +134,81 @@ async fn before_0005(flavour: &str) -> sqlx::migrate::Migrator {
     let older: Vec<_> = migrator
         .migrations
         .iter()
-        .filter(|m| m.version < 5)
+        .filter(|m| m.version < version)
         .cloned()
         .collect();
-    assert_eq!(older.len(), 4, "{flavour}: migrations 0001 to 0004");
+    assert_eq!(
+        older.len() as i64,
+        version - 1,
+        "{flavour}: migrations 0001 to {:04}",
+        version - 1
+    );
     migrator.migrations = older.into();
     migrator
+}
+
+/// 0010 drops the foreign keys of run_history and outbox (SQLite rebuilds
+/// both tables): rows written before it keep their ids and contents, new
+/// ids continue after them, and a row no longer needs its run.
+#[tokio::test]
+async fn migration_0010_keeps_history_and_outbox_rows_on_both_databases() {
+    const INSERT_RUN: &str = "INSERT INTO runs (id, state, deployment, requested_by, created_at, updated_at) \
+         VALUES ('run-1', 'succeeded', '{}', 'maker', 1, 1)";
+    const INSERT_HISTORY: &str = "INSERT INTO run_history (run_id, at, kind, state, actor, message_id) \
+         VALUES ('run-1', 1, 'event', NULL, NULL, 'm-1'), ('run-1', 2, 'transition', 'succeeded', 'importer', NULL)";
+    const INSERT_OUTBOX: &str = "INSERT INTO outbox (run_id, message_id, envelope, trace_headers, created_at, published_at) \
+         VALUES ('run-1', 'c-1', '{}', '{}', 1, 2)";
+    const ORPHANS: &str = "INSERT INTO run_history (run_id, at, kind, message_id) VALUES ('no-such-run', 3, 'event', 'm-2')";
+    const HISTORY: &str = "SELECT id, kind, state, message_id FROM run_history ORDER BY id";
+    const OUTBOX: &str = "SELECT id, message_id, published_at FROM outbox ORDER BY id";
+    type History = Vec<(i64, String, Option<String>, Option<String>)>;
+    type Outbox = Vec<(i64, String, Option<i64>)>;
+
+    fn check(flavour: &str, before: &History, after: &History, outbox: &Outbox) {
+        assert_eq!(before.len(), 2, "{flavour}: {before:?}");
+        assert_eq!(&after[..2], &before[..], "{flavour}: rows kept as they were");
+        assert_eq!(after.len(), 3, "{flavour}: {after:?}");
+        assert!(after[2].0 > before[1].0, "{flavour}: ids continue: {after:?}");
+        assert_eq!(after[2].3.as_deref(), Some("m-2"), "{flavour}");
+        assert_eq!(outbox.len(), 1, "{flavour}: {outbox:?}");
+        assert_eq!(outbox[0].1, "c-1", "{flavour}");
+        assert_eq!(outbox[0].2, Some(2), "{flavour}");
+    }
+
+    let db = slipway_testkit::pg::fresh_database().await.unwrap();
+    let pg = PgPool::connect(db.url()).await.unwrap();
+    migrations_before("postgres", 10).await.run(&pg).await.unwrap();
+    for sql in [INSERT_RUN, INSERT_HISTORY, INSERT_OUTBOX] {
+        sqlx::query(sql).execute(&pg).await.unwrap();
+    }
+    let before: History = sqlx::query_as(HISTORY).fetch_all(&pg).await.unwrap();
+    assert!(
+        sqlx::query(ORPHANS).execute(&pg).await.is_err(),
+        "postgres: before 0010 the foreign key refuses a row without its run"
+    );
+    Store::connect(db.url()).await.unwrap();
+    sqlx::query(ORPHANS).execute(&pg).await.unwrap();
+    let after: History = sqlx::query_as(HISTORY).fetch_all(&pg).await.unwrap();
+    let outbox: Outbox = sqlx::query_as(OUTBOX).fetch_all(&pg).await.unwrap();
+    check("postgres", &before, &after, &outbox);
+    pg.close().await;
+    db.drop_db().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+    let lite = SqlitePool::connect(&url).await.unwrap();
+    migrations_before("sqlite", 10).await.run(&lite).await.unwrap();
+    for sql in [INSERT_RUN, INSERT_HISTORY, INSERT_OUTBOX] {
+        sqlx::query(sql).execute(&lite).await.unwrap();
+    }
+    let before: History = sqlx::query_as(HISTORY).fetch_all(&lite).await.unwrap();
+    assert!(
+        sqlx::query(ORPHANS).execute(&lite).await.is_err(),
+        "sqlite: before 0010 the foreign key refuses a row without its run"
+    );
+    Store::connect(&url).await.unwrap();
+    sqlx::query(ORPHANS).execute(&lite).await.unwrap();
+    let after: History = sqlx::query_as(HISTORY).fetch_all(&lite).await.unwrap();
+    let outbox: Outbox = sqlx::query_as(OUTBOX).fetch_all(&lite).await.unwrap();
+    check("sqlite", &before, &after, &outbox);
 }
