@@ -390,6 +390,34 @@ impl Store {
     /// in memory through the batch.
     #[tracing::instrument(skip_all, fields(events = envelopes.len()))]
     pub async fn apply_events(&self, envelopes: &[Envelope]) -> Result<Vec<Applied>, StoreError> {
+        // Almost every batch is all new: apply it without looking for
+        // repeated events first. The history insert (ON CONFLICT DO
+        // NOTHING on the message id) tells if one was repeated after all;
+        // then that attempt is rolled back and the batch is applied again,
+        // looking them up first.
+        match self.apply_events_once(envelopes, Dedup::Optimistic).await? {
+            Some(applied) => Ok(applied),
+            None => {
+                tracing::debug!("a repeated event in the batch: applying it again with a lookup");
+                self.apply_events_once(envelopes, Dedup::LookUp)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::corrupt(
+                            "run history",
+                            "an event's message id conflicted after the lookup said it was new",
+                        )
+                    })
+            }
+        }
+    }
+
+    /// [`Store::apply_events`] once; `None` when `dedup` was optimistic and
+    /// an event turned out to be recorded already (nothing was written).
+    async fn apply_events_once(
+        &self,
+        envelopes: &[Envelope],
+        dedup: Dedup,
+    ) -> Result<Option<Vec<Applied>>, StoreError> {
         let mut events = Vec::with_capacity(envelopes.len());
         for envelope in envelopes {
             let Message::RunEvent(event) = &envelope.message else {
@@ -400,7 +428,7 @@ impl Store {
             events.push((envelope, envelope.run_id.to_string(), event));
         }
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         let run_ids: BTreeSet<&str> = events.iter().map(|(_, id, _)| id.as_str()).collect();
         let message_ids: Vec<String> = events
@@ -419,7 +447,10 @@ impl Store {
         // What the batch validated, per run (the last report wins).
         let mut validations: BTreeMap<&str, (String, String)> = BTreeMap::new();
         // Under the run locks nobody else records these runs' events.
-        let mut recorded = recorded_message_ids(&mut tx, &message_ids).await?;
+        let mut recorded = match dedup {
+            Dedup::Optimistic => HashSet::new(),
+            Dedup::LookUp => recorded_message_ids(&mut tx, &message_ids).await?,
+        };
         let mut history = Vec::with_capacity(events.len() * 2);
         let mut moved: BTreeMap<&str, Option<String>> = BTreeMap::new();
         let mut applied = Vec::with_capacity(events.len());
@@ -506,7 +537,12 @@ impl Store {
             applied.push(Applied::Transitioned { from: current, to });
         }
         let now = now_millis();
-        insert_history(&mut tx, now, &history).await?;
+        let inserted = insert_history(&mut tx, now, &history).await?;
+        if inserted < history.len() as u64 {
+            // Only an event's message id can conflict (transitions have none).
+            tx.rollback().await?;
+            return Ok(None);
+        }
         // Each run that moved, to where the batch left it, and what it validated.
         let mut changes: BTreeMap<&str, RunChange> = BTreeMap::new();
         for (id, reason) in &moved {
@@ -528,7 +564,7 @@ impl Store {
         audit::append(&mut tx, self.backend, now, &audits).await?;
         tx.commit().await?;
         tracing::debug!(?applied, "run events applied");
-        Ok(applied)
+        Ok(Some(applied))
     }
 
     /// Cancel a run that has not reached the import (an import cannot be
@@ -875,6 +911,17 @@ fn change_rows(rows: usize) -> String {
     out.join(", ")
 }
 
+/// The id placeholders of [`change_rows`] again, for `runs.id IN (...)`:
+/// without it PostgreSQL joins the VALUES list to a sequential scan of
+/// every run (hash join), so each batch of events would read the whole
+/// table; with it, the runs are fetched through the primary key.
+fn change_ids(rows: usize) -> String {
+    (0..rows)
+        .map(|row| format!("${}", 2 + row * 8))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Write a batch's run changes: one multi-row UPDATE per chunk; columns a
 /// change leaves `None` keep their value.
 async fn write_run_changes(
@@ -899,8 +946,9 @@ async fn write_run_changes(
                import_polls = CASE WHEN v.column8 = 1 \
                  THEN COALESCE(runs.import_polls, 0) + v.column7 ELSE runs.import_polls END, \
                import_progress_at = CASE WHEN v.column8 = 1 THEN $1 ELSE runs.import_progress_at END \
-             FROM (VALUES {}) AS v WHERE runs.id = v.column1",
-            change_rows(chunk.len())
+             FROM (VALUES {}) AS v WHERE runs.id = v.column1 AND runs.id IN ({})",
+            change_rows(chunk.len()),
+            change_ids(chunk.len())
         );
         let mut query = sqlx::query(AssertSqlSafe(sql)).bind(at);
         for (id, change) in chunk {
@@ -1065,12 +1113,14 @@ impl<'a> NewHistory<'a> {
 }
 
 /// Append rows to the history in the given order (ids ascend with it), in
-/// as few statements as the parameter limit allows.
+/// as few statements as the parameter limit allows. Returns how many were
+/// written: an event whose message id is recorded already is not.
 async fn insert_history(
     tx: &mut Transaction<'static, Any>,
     at: i64,
     rows: &[NewHistory<'_>],
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
+    let mut inserted = 0;
     // Before the rows: a run with no transition recorded yet is being created.
     webhooks::enqueue_deliveries(tx, at, rows).await?;
     for chunk in rows.chunks(HISTORY_CHUNK) {
@@ -1105,9 +1155,18 @@ async fn insert_history(
                 .bind(row.actor)
                 .bind(row.message_id.as_deref());
         }
-        query.execute(&mut **tx).await?;
+        inserted += query.execute(&mut **tx).await?.rows_affected();
     }
-    Ok(())
+    Ok(inserted)
+}
+
+/// How [`Store::apply_events`] finds events it recorded before.
+#[derive(Debug, Clone, Copy)]
+enum Dedup {
+    /// Assume none; the history insert tells otherwise.
+    Optimistic,
+    /// Look their message ids up first.
+    LookUp,
 }
 
 /// Which of `message_ids` the history already holds.
