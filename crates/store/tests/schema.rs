@@ -104,7 +104,11 @@ async fn migration_0005_backfills_solution_names_on_both_databases() {
 
     let db = slipway_testkit::pg::fresh_database().await.unwrap();
     let pg = PgPool::connect(db.url()).await.unwrap();
-    migrations_before("postgres", 5).await.run(&pg).await.unwrap();
+    migrations_before("postgres", 5)
+        .await
+        .run(&pg)
+        .await
+        .unwrap();
     sqlx::query(INSERT_RUN).execute(&pg).await.unwrap();
     Store::connect(db.url()).await.unwrap();
     let name: Option<String> = sqlx::query_scalar(READ_BACK).fetch_one(&pg).await.unwrap();
@@ -115,7 +119,11 @@ async fn migration_0005_backfills_solution_names_on_both_databases() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
     let lite = SqlitePool::connect(&url).await.unwrap();
-    migrations_before("sqlite", 5).await.run(&lite).await.unwrap();
+    migrations_before("sqlite", 5)
+        .await
+        .run(&lite)
+        .await
+        .unwrap();
     sqlx::query(INSERT_RUN).execute(&lite).await.unwrap();
     Store::connect(&url).await.unwrap();
     let name: Option<String> = sqlx::query_scalar(READ_BACK)
@@ -166,9 +174,16 @@ async fn migration_0010_keeps_history_and_outbox_rows_on_both_databases() {
 
     fn check(flavour: &str, before: &History, after: &History, outbox: &Outbox) {
         assert_eq!(before.len(), 2, "{flavour}: {before:?}");
-        assert_eq!(&after[..2], &before[..], "{flavour}: rows kept as they were");
+        assert_eq!(
+            &after[..2],
+            &before[..],
+            "{flavour}: rows kept as they were"
+        );
         assert_eq!(after.len(), 3, "{flavour}: {after:?}");
-        assert!(after[2].0 > before[1].0, "{flavour}: ids continue: {after:?}");
+        assert!(
+            after[2].0 > before[1].0,
+            "{flavour}: ids continue: {after:?}"
+        );
         assert_eq!(after[2].3.as_deref(), Some("m-2"), "{flavour}");
         assert_eq!(outbox.len(), 1, "{flavour}: {outbox:?}");
         assert_eq!(outbox[0].1, "c-1", "{flavour}");
@@ -177,7 +192,11 @@ async fn migration_0010_keeps_history_and_outbox_rows_on_both_databases() {
 
     let db = slipway_testkit::pg::fresh_database().await.unwrap();
     let pg = PgPool::connect(db.url()).await.unwrap();
-    migrations_before("postgres", 10).await.run(&pg).await.unwrap();
+    migrations_before("postgres", 10)
+        .await
+        .run(&pg)
+        .await
+        .unwrap();
     for sql in [INSERT_RUN, INSERT_HISTORY, INSERT_OUTBOX] {
         sqlx::query(sql).execute(&pg).await.unwrap();
     }
@@ -197,7 +216,11 @@ async fn migration_0010_keeps_history_and_outbox_rows_on_both_databases() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
     let lite = SqlitePool::connect(&url).await.unwrap();
-    migrations_before("sqlite", 10).await.run(&lite).await.unwrap();
+    migrations_before("sqlite", 10)
+        .await
+        .run(&lite)
+        .await
+        .unwrap();
     for sql in [INSERT_RUN, INSERT_HISTORY, INSERT_OUTBOX] {
         sqlx::query(sql).execute(&lite).await.unwrap();
     }
