@@ -339,27 +339,51 @@ impl Store {
         .bind(id.to_string())
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(
-                |(at, kind, state, step, status, service, instance, detail, actor)| {
-                    Ok(HistoryEntry {
-                        at: from_millis(at)?,
-                        kind: match kind.as_str() {
-                            "transition" => HistoryKind::Transition,
-                            "event" => HistoryKind::Event,
-                            other => return Err(StoreError::corrupt("history kind", other)),
-                        },
-                        state: state.as_deref().map(parse_state).transpose()?,
-                        step: parse_name("step", step)?,
-                        status: parse_name("step status", status)?,
-                        service,
-                        instance,
-                        detail,
-                        actor,
-                    })
-                },
-            )
-            .collect()
+        let mut entries = Vec::with_capacity(rows.len() * 2);
+        for (at, kind, state, step, status, service, instance, detail, actor) in rows {
+            let kind = match kind.as_str() {
+                "transition" => HistoryKind::Transition,
+                "event" => HistoryKind::Event,
+                other => return Err(StoreError::corrupt("history kind", other)),
+            };
+            let entry = HistoryEntry {
+                at: from_millis(at)?,
+                kind,
+                state: state.as_deref().map(parse_state).transpose()?,
+                step: parse_name("step", step)?,
+                status: parse_name("step status", status)?,
+                service,
+                instance,
+                detail,
+                actor,
+            };
+            match (kind, entry.state) {
+                // A folded row: the event, then the transition it caused
+                // ([`fold_history`]).
+                (HistoryKind::Event, Some(to)) => {
+                    let reason = (to == RunState::Failed).then(|| {
+                        failure_text(
+                            entry.detail.as_deref(),
+                            entry.step,
+                            entry.service.as_deref().unwrap_or_default(),
+                        )
+                    });
+                    let transition = HistoryEntry {
+                        kind: HistoryKind::Transition,
+                        detail: reason,
+                        ..entry.clone()
+                    };
+                    entries.push(HistoryEntry {
+                        state: None,
+                        actor: None,
+                        ..entry
+                    });
+                    entries.push(transition);
+                }
+                _ => entries.push(entry),
+            }
+        }
+        Ok(entries)
     }
 
     /// Record a `run_event` envelope once per message id and move the run's
@@ -537,8 +561,7 @@ impl Store {
             applied.push(Applied::Transitioned { from: current, to });
         }
         let now = now_millis();
-        let inserted = insert_history(&mut tx, now, &history).await?;
-        if inserted < history.len() as u64 {
+        if !insert_history(&mut tx, now, &history).await? {
             // Only an event's message id can conflict (transitions have none).
             tx.rollback().await?;
             return Ok(None);
@@ -1067,6 +1090,7 @@ const HISTORY_COLUMNS: usize = 11;
 const HISTORY_CHUNK: usize = 400;
 
 /// A row to append to a run's history.
+#[derive(Clone)]
 struct NewHistory<'a> {
     run_id: &'a str,
     kind: HistoryKind,
@@ -1113,16 +1137,17 @@ impl<'a> NewHistory<'a> {
 }
 
 /// Append rows to the history in the given order (ids ascend with it), in
-/// as few statements as the parameter limit allows. Returns how many were
-/// written: an event whose message id is recorded already is not.
+/// as few statements as the parameter limit allows. Returns whether every
+/// row was written: an event whose message id is recorded already is not.
 async fn insert_history(
     tx: &mut Transaction<'static, Any>,
     at: i64,
     rows: &[NewHistory<'_>],
-) -> Result<u64, StoreError> {
+) -> Result<bool, StoreError> {
     let mut inserted = 0;
     // Before the rows: a run with no transition recorded yet is being created.
     webhooks::enqueue_deliveries(tx, at, rows).await?;
+    let rows = fold_history(rows);
     for chunk in rows.chunks(HISTORY_CHUNK) {
         let values: Vec<String> = (0..chunk.len())
             .map(|row| {
@@ -1157,7 +1182,7 @@ async fn insert_history(
         }
         inserted += query.execute(&mut **tx).await?.rows_affected();
     }
-    Ok(inserted)
+    Ok(inserted == rows.len() as u64)
 }
 
 /// How [`Store::apply_events`] finds events it recorded before.
@@ -1167,6 +1192,36 @@ enum Dedup {
     Optimistic,
     /// Look their message ids up first.
     LookUp,
+}
+
+/// The rows [`insert_history`] writes: an event followed by the transition
+/// it caused become ONE row, the event's with the transition's state and
+/// actor, which [`Store::run_history`] reads back as the two entries they
+/// were. Only folded when the transition can be rebuilt exactly from the
+/// event (its actor is the reporting service, its detail the failure
+/// reason or nothing); anything else is written as it is. Halves the rows
+/// a deployment's steps add to the history.
+fn fold_history<'a>(rows: &'a [NewHistory<'a>]) -> Vec<NewHistory<'a>> {
+    let mut out: Vec<NewHistory<'a>> = Vec::with_capacity(rows.len());
+    let mut rows = rows.iter().peekable();
+    while let Some(row) = rows.next() {
+        let mut folded = row.clone();
+        if let (HistoryKind::Event, Some(event), Some(next)) = (row.kind, row.cause, rows.peek())
+            && next.kind == HistoryKind::Transition
+            && next.run_id == row.run_id
+            && next.cause.is_some_and(|cause| std::ptr::eq(cause, event))
+            && next.actor == Some(event.service.as_str())
+            && let Some(to) = next.state
+            && next.detail == (to == RunState::Failed).then(|| failure_reason(event))
+            && row.detail == event.detail
+        {
+            folded.state = Some(to);
+            folded.actor = next.actor;
+            rows.next();
+        }
+        out.push(folded);
+    }
+    out
 }
 
 /// Which of `message_ids` the history already holds.
@@ -1214,10 +1269,20 @@ async fn update_runs(
 }
 
 fn failure_reason(event: &RunEvent) -> String {
-    match (&event.detail, event.step) {
-        (Some(detail), _) => detail.clone(),
-        (None, Some(step)) => format!("{} failed (reported by {})", step.as_str(), event.service),
-        (None, None) => format!("failed (reported by {})", event.service),
+    failure_text(event.detail.as_deref(), event.step, &event.service)
+}
+
+/// A failed run's reason: the failing event's detail, or which step failed
+/// and who said so. Also rebuilds the reason of a folded history row.
+fn failure_text(
+    detail: Option<&str>,
+    step: Option<slipway_messages::Step>,
+    service: &str,
+) -> String {
+    match (detail, step) {
+        (Some(detail), _) => detail.to_owned(),
+        (None, Some(step)) => format!("{} failed (reported by {service})", step.as_str()),
+        (None, None) => format!("failed (reported by {service})"),
     }
 }
 

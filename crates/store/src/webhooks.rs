@@ -700,7 +700,7 @@ async fn run_facts<'a>(
         // Only numbered placeholders are spliced in; the ids are bound.
         let sql = format!(
             "SELECT r.id, r.pipeline_id, r.stage_id, r.reason, \
-               (SELECT COUNT(*) FROM run_history h WHERE h.run_id = r.id AND h.kind = 'transition') \
+               (SELECT COUNT(*) FROM run_history h WHERE h.run_id = r.id AND h.state IS NOT NULL) \
              FROM runs r WHERE r.id IN ({})",
             placeholders.join(", ")
         );

@@ -71,6 +71,7 @@ on_both_backends!(
     terminal_states_are_final,
     cancel_stops_a_run_before_the_import_only,
     history_interleaves_events_and_transitions_in_order,
+    a_folded_history_row_reads_back_as_its_event_and_transition,
     concurrent_replicas_apply_events_exactly_once,
     unknown_run_and_wrong_kind_are_refused,
     list_runs_newest_first,
@@ -804,6 +805,92 @@ async fn history_interleaves_events_and_transitions_in_order(fx: &Fixture) {
     assert_eq!(retry_row.instance.as_deref(), Some("validator-host:1"));
     assert_eq!(retry_row.detail.as_deref(), Some("503"));
     assert!(store.run_history(Uuid::now_v7()).await.unwrap().is_empty());
+}
+
+/// An event and the transition it caused are stored as one row and read
+/// back as the two entries, each with its own fields: the transition's
+/// actor is the reporting service, a failure's reason is rebuilt.
+async fn a_folded_history_row_reads_back_as_its_event_and_transition(fx: &Fixture) {
+    let store = &fx.store;
+    let (run, _) = start_run(store).await;
+    let started = event(run, Some(Step::Export), StepStatus::Started, None);
+    let failed = event(run, Some(Step::Export), StepStatus::Failed, None);
+    store.apply_events(&[started, failed]).await.unwrap();
+    let history = store.run_history(run).await.unwrap();
+    let seen: Vec<_> = history
+        .iter()
+        .map(|h| {
+            (
+                h.kind,
+                h.state,
+                h.step,
+                h.status,
+                h.service.as_deref(),
+                h.actor.as_deref(),
+                h.detail.as_deref(),
+            )
+        })
+        .collect();
+    use HistoryKind::*;
+    let exporter = Some("exporter");
+    let export = Some(Step::Export);
+    assert_eq!(
+        seen[1..],
+        [
+            (
+                Event,
+                None,
+                export,
+                Some(StepStatus::Started),
+                exporter,
+                None,
+                None
+            ),
+            (
+                Transition,
+                Some(RunState::Exporting),
+                export,
+                Some(StepStatus::Started),
+                exporter,
+                exporter,
+                None
+            ),
+            (
+                Event,
+                None,
+                export,
+                Some(StepStatus::Failed),
+                exporter,
+                None,
+                None
+            ),
+            (
+                Transition,
+                Some(RunState::Failed),
+                export,
+                Some(StepStatus::Failed),
+                exporter,
+                exporter,
+                Some("export failed (reported by exporter)")
+            ),
+        ]
+    );
+    assert_eq!(seen[0].0, Transition);
+    assert_eq!(seen[0].1, Some(RunState::Requested));
+    assert_eq!(
+        store.get_run(run).await.unwrap().unwrap().reason.as_deref(),
+        Some("export failed (reported by exporter)")
+    );
+    // Five entries, three rows: the request and the two folded ones.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&fx.url).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM run_history WHERE run_id = $1")
+        .bind(run.to_string())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 3);
+    pool.close().await;
 }
 
 async fn concurrent_replicas_apply_events_exactly_once(fx: &Fixture) {
