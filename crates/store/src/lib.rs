@@ -409,9 +409,10 @@ impl Store {
     /// order (PostgreSQL; SQLite takes its write lock with `BEGIN
     /// IMMEDIATE`), so concurrent batches of other replicas neither interleave
     /// with nor deadlock on this one. A batch costs a fixed handful of
-    /// statements whatever its size (lock, duplicate check, one history
-    /// insert, one update of the runs that moved), the run states being kept
-    /// in memory through the batch.
+    /// statements whatever its size (lock, one history insert, one update of
+    /// the runs that moved, the audit rows), the run states being kept in
+    /// memory through the batch; a batch holding an event recorded before is
+    /// applied twice (the second time with a lookup of repeated events).
     #[tracing::instrument(skip_all, fields(events = envelopes.len()))]
     pub async fn apply_events(&self, envelopes: &[Envelope]) -> Result<Vec<Applied>, StoreError> {
         // Almost every batch is all new: apply it without looking for
