@@ -190,48 +190,38 @@ async fn migration_0010_keeps_history_and_outbox_rows_on_both_databases() {
         assert_eq!(outbox[0].2, Some(2), "{flavour}");
     }
 
-    let db = slipway_testkit::pg::fresh_database().await.unwrap();
-    let pg = PgPool::connect(db.url()).await.unwrap();
-    migrations_before("postgres", 10)
-        .await
-        .run(&pg)
-        .await
-        .unwrap();
-    for sql in [INSERT_RUN, INSERT_HISTORY, INSERT_OUTBOX] {
-        sqlx::query(sql).execute(&pg).await.unwrap();
+    /// Rows written before 0010, read back after it, on one database.
+    async fn across_0010(flavour: &str, url: &str) -> (History, History, Outbox) {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(url).await.unwrap();
+        migrations_before(flavour, 10)
+            .await
+            .run(&pool)
+            .await
+            .unwrap();
+        for sql in [INSERT_RUN, INSERT_HISTORY, INSERT_OUTBOX] {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        let before: History = sqlx::query_as(HISTORY).fetch_all(&pool).await.unwrap();
+        assert!(
+            sqlx::query(ORPHANS).execute(&pool).await.is_err(),
+            "{flavour}: before 0010 the foreign key refuses a row without its run"
+        );
+        Store::connect(url).await.unwrap();
+        sqlx::query(ORPHANS).execute(&pool).await.unwrap();
+        let after: History = sqlx::query_as(HISTORY).fetch_all(&pool).await.unwrap();
+        let outbox: Outbox = sqlx::query_as(OUTBOX).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        (before, after, outbox)
     }
-    let before: History = sqlx::query_as(HISTORY).fetch_all(&pg).await.unwrap();
-    assert!(
-        sqlx::query(ORPHANS).execute(&pg).await.is_err(),
-        "postgres: before 0010 the foreign key refuses a row without its run"
-    );
-    Store::connect(db.url()).await.unwrap();
-    sqlx::query(ORPHANS).execute(&pg).await.unwrap();
-    let after: History = sqlx::query_as(HISTORY).fetch_all(&pg).await.unwrap();
-    let outbox: Outbox = sqlx::query_as(OUTBOX).fetch_all(&pg).await.unwrap();
+
+    let db = slipway_testkit::pg::fresh_database().await.unwrap();
+    let (before, after, outbox) = across_0010("postgres", db.url()).await;
     check("postgres", &before, &after, &outbox);
-    pg.close().await;
     db.drop_db().await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
-    let lite = SqlitePool::connect(&url).await.unwrap();
-    migrations_before("sqlite", 10)
-        .await
-        .run(&lite)
-        .await
-        .unwrap();
-    for sql in [INSERT_RUN, INSERT_HISTORY, INSERT_OUTBOX] {
-        sqlx::query(sql).execute(&lite).await.unwrap();
-    }
-    let before: History = sqlx::query_as(HISTORY).fetch_all(&lite).await.unwrap();
-    assert!(
-        sqlx::query(ORPHANS).execute(&lite).await.is_err(),
-        "sqlite: before 0010 the foreign key refuses a row without its run"
-    );
-    Store::connect(&url).await.unwrap();
-    sqlx::query(ORPHANS).execute(&lite).await.unwrap();
-    let after: History = sqlx::query_as(HISTORY).fetch_all(&lite).await.unwrap();
-    let outbox: Outbox = sqlx::query_as(OUTBOX).fetch_all(&lite).await.unwrap();
+    let (before, after, outbox) = across_0010("sqlite", &url).await;
     check("sqlite", &before, &after, &outbox);
 }
