@@ -919,7 +919,7 @@ struct RunChange<'a> {
 fn change_rows(rows: usize) -> String {
     let mut out = Vec::with_capacity(rows);
     for row in 0..rows {
-        let p = 2 + row * 8;
+        let p = change_first_param(row);
         out.push(format!(
             "(${}, ${}, ${}, ${}, ${}, CAST(${} AS DOUBLE PRECISION), CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
             p,
@@ -935,13 +935,19 @@ fn change_rows(rows: usize) -> String {
     out.join(", ")
 }
 
+/// The number of the first placeholder (the run id) of `row` in
+/// [`change_rows`]: `$1` is the time, then eight per row.
+fn change_first_param(row: usize) -> usize {
+    2 + row * 8
+}
+
 /// The id placeholders of [`change_rows`] again, for `runs.id IN (...)`:
-/// without it PostgreSQL joins the VALUES list to a sequential scan of
-/// every run (hash join), so each batch of events would read the whole
-/// table; with it, the runs are fetched through the primary key.
+/// without it PostgreSQL may join the VALUES list to a sequential scan of
+/// the runs (it did at 8,000 runs: 1.2 ms against 0.4 ms through the
+/// primary key for 32 rows); with it, the runs are fetched by their key.
 fn change_ids(rows: usize) -> String {
     (0..rows)
-        .map(|row| format!("${}", 2 + row * 8))
+        .map(|row| format!("${}", change_first_param(row)))
         .collect::<Vec<_>>()
         .join(", ")
 }
