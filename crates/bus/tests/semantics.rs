@@ -25,6 +25,8 @@ on_both_transports!(
     shutdown_returns_and_unacked_message_is_redelivered,
     panicking_handler_is_retried_then_parked,
     retrying_and_failed_events_pass_on_the_reports_the_command_carried,
+    a_slow_delivery_does_not_hold_back_the_others,
+    concurrent_settles_ack_each_delivery_once,
 );
 
 async fn publish_consume_ack_round_trip(transport: Transport) {
@@ -340,4 +342,95 @@ async fn retrying_and_failed_events_pass_on_the_reports_the_command_carried(tran
             "the {status:?} event carries the command's reports first"
         );
     }
+}
+
+/// Acks are coalesced, but a delivery settled above one still running is
+/// acked on its own: with prefetch 2 and one slot held by a stuck job, the
+/// other messages still flow through the second slot. And no coalesced ack
+/// covers the stuck one: when the consumer stops, it is back in the queue.
+async fn a_slow_delivery_does_not_hold_back_the_others(transport: Transport) {
+    let t = test_bus_with(transport, |c| c.prefetch = 2).await;
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let slow = export_command();
+    let slow_id = slow.message_id;
+    let handler = FnHandler(move |envelope: Envelope| {
+        tx.send(envelope.message_id).unwrap();
+        async move {
+            if envelope.message_id == slow_id {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+    });
+    t.bus.publish(&slow).await.unwrap();
+    let (stop, task) = spawn_consumer(&t.bus, EXPORTER, handler);
+    next_matching(&mut seen, "the slow delivery", |id| *id == slow_id).await;
+    let fast: Vec<Envelope> = (0..10).map(|_| export_command()).collect();
+    for envelope in &fast {
+        t.bus.publish(envelope).await.unwrap();
+    }
+    let mut handled = HashSet::new();
+    while handled.len() < fast.len() {
+        let id = next_matching(&mut seen, "the fast deliveries, past the slow one", |_| {
+            true
+        })
+        .await;
+        assert_ne!(id, slow_id, "the slow delivery came again while it ran");
+        handled.insert(id);
+    }
+    eventually("the fast deliveries to be acked", || async {
+        t.bus.queue_depth(EXPORTER).await.unwrap() == 0
+    })
+    .await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    assert!(seen.try_recv().is_err(), "no fast delivery came twice");
+
+    // Stopping handed the stuck job back: nothing had acked it.
+    eventually("the stuck delivery to be back in the queue", || async {
+        t.bus.queue_depth(EXPORTER).await.unwrap() == 1
+    })
+    .await;
+    let (handler, mut again) = recording(|_| Ok(()));
+    let (_stop, _task) = spawn_consumer(&t.bus, EXPORTER, handler);
+    let redelivered = next_matching(&mut again, "the stuck delivery again", |_| true).await;
+    assert_eq!(redelivered.message_id, slow_id);
+}
+
+/// Many deliveries settled concurrently and out of order (each handler
+/// waits a little, differently): each is handled once and acked once. A
+/// wrong coalesced ack (one covering an unsettled tag, or a tag acked twice)
+/// would close the channel and bring deliveries back.
+async fn concurrent_settles_ack_each_delivery_once(transport: Transport) {
+    let t = test_bus_with(transport, |c| c.prefetch = 16).await;
+    let total = 200;
+    let sent: Vec<Envelope> = (0..total).map(|_| export_command()).collect();
+    for envelope in &sent {
+        t.bus.publish(envelope).await.unwrap();
+    }
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let handler = FnHandler(move |envelope: Envelope| {
+        tx.send((envelope.message_id, envelope.attempt)).unwrap();
+        let pause = u64::from(envelope.message_id.as_bytes()[15] % 5);
+        async move {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            Ok(())
+        }
+    });
+    let (stop, task) = spawn_consumer(&t.bus, EXPORTER, handler);
+    let mut handled = HashSet::new();
+    while handled.len() < total {
+        let (id, attempt) = next_matching(&mut seen, "every delivery", |_| true).await;
+        assert_eq!(attempt, 1, "{id} was retried");
+        assert!(handled.insert(id), "{id} was delivered twice");
+    }
+    eventually("nothing left in the queue", || async {
+        t.bus.queue_depth(EXPORTER).await.unwrap() == 0
+    })
+    .await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(t.bus.queue_depth(EXPORTER).await.unwrap(), 0, "all acked");
+    assert!(seen.try_recv().is_err(), "no delivery came twice");
+    assert_eq!(handled, sent.iter().map(|e| e.message_id).collect());
 }
