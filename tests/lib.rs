@@ -77,7 +77,7 @@ fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
 /// Knobs for a cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
-    /// Extra `SLIPWAY__...` variables for every service.
+    /// Extra environment variables (mostly `SLIPWAY__...`) for every service.
     pub env: BTreeMap<String, String>,
     /// Start one of each worker (tests that want other counts pass false and spawn their own).
     pub start_workers: bool,

@@ -35,9 +35,21 @@ struct Args {
     /// while: what a deployment costs must not grow with what is stored.
     #[arg(long, default_value_t = 0)]
     prefill_runs: i64,
+    /// An environment variable for every service process, `KEY=VALUE`
+    /// (repeatable): to compare settings, e.g. `SLIPWAY__BUS__PREFETCH=128`
+    /// or `TOKIO_WORKER_THREADS=1` (the gateway's runtime threads).
+    #[arg(long = "service-env", value_parser = key_value)]
+    service_env: Vec<(String, String)>,
     /// The brokerbench folder (a Cargo project), for the raw baseline.
     #[arg(long, env = "SLIPWAY_BROKERBENCH")]
     brokerbench: PathBuf,
+}
+
+fn key_value(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("`{arg}` is not KEY=VALUE")),
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -122,12 +134,17 @@ async fn main() -> anyhow::Result<()> {
         "pipeline-bench: {} deployments, concurrency {}",
         args.deployments, args.concurrency
     );
+    let mut env: std::collections::BTreeMap<String, String> = [(
+        "SLIPWAY__TELEMETRY__LOG_FILTER".to_string(),
+        "warn".to_string(),
+    )]
+    .into();
+    for (key, value) in &args.service_env {
+        println!("  service environment: {key}={value}");
+        env.insert(key.clone(), value.clone());
+    }
     let options = ClusterOptions {
-        env: [(
-            "SLIPWAY__TELEMETRY__LOG_FILTER".to_string(),
-            "warn".to_string(),
-        )]
-        .into(),
+        env,
         ..ClusterOptions::default()
     };
     let cluster = Cluster::start(options).await?;
