@@ -468,18 +468,19 @@ impl AmqpBus {
                             None => Err("the consumer stream ended".into()),
                         };
                         match taken {
-                            Ok(mut deliveries) if batch.is_none() && deliveries.len() == 1 => {
-                                let Some(delivery) = deliveries.pop() else { continue };
-                                // Registered before anything awaits, so no
-                                // multiple ack can cover it unsettled.
-                                acks.taken(delivery.delivery_tag);
-                                in_flight.spawn(settle_single(
-                                    bus.clone(),
-                                    queue,
-                                    Arc::clone(&process),
-                                    Arc::clone(&acks),
-                                    delivery,
-                                ));
+                            Ok(deliveries) if batch.is_none() => {
+                                for delivery in deliveries {
+                                    // Registered before anything awaits, so no
+                                    // multiple ack can cover it unsettled.
+                                    acks.taken(delivery.delivery_tag);
+                                    in_flight.spawn(settle_single(
+                                        bus.clone(),
+                                        queue,
+                                        Arc::clone(&process),
+                                        Arc::clone(&acks),
+                                        delivery,
+                                    ));
+                                }
                             }
                             Ok(deliveries) => {
                                 in_flight.spawn(settle_deliveries(
