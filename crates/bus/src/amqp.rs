@@ -1,7 +1,8 @@
 //! The RabbitMQ transport (lapin): two connections, one for publishing and
 //! one for consuming (the broker's flow control throttles a publishing
-//! connection, which must not slow down consumers and their acks), each
-//! re-established on demand; a few long-lived confirm channels shared by all
+//! connection, which must not slow down consumers and their acks), or one
+//! for both where that cannot matter ([`Connections`]), each re-established
+//! on demand; a few long-lived confirm channels shared by all
 //! publishers; one channel per consumer, recreated whenever its stream ends
 //! (the same reconnect loop for single and batch consumers).
 
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::deliver::{Incoming, Process};
 use crate::topology::Names;
-use crate::{Bus, BusConfig, BusError, ParkedMessage, QueueName, Route, TraceHeaders};
+use crate::{Bus, BusConfig, BusError, Connections, ParkedMessage, QueueName, Route, TraceHeaders};
 
 /// Publishing channels; publishes pipeline on each, so a few are plenty.
 const PUBLISH_CHANNELS: usize = 4;
@@ -59,11 +60,22 @@ enum Use {
     Consume,
 }
 
+impl Use {
+    fn label(self) -> &'static str {
+        match self {
+            Use::Publish => "publish",
+            Use::Consume => "consume",
+        }
+    }
+}
+
 pub(crate) struct AmqpBus {
     pub(crate) config: BusConfig,
     names: Names,
     publishing: Link,
+    /// Unused when [`Connections::Shared`]: consumers use `publishing`.
     consuming: Link,
+    shared: bool,
     publishers: Vec<tokio::sync::Mutex<Option<Channel>>>,
     next_publisher: AtomicUsize,
 }
@@ -86,13 +98,16 @@ impl AmqpBus {
             names: Names::new(&config.prefix),
             publishing: Link::default(),
             consuming: Link::default(),
+            shared: config.connections == Some(Connections::Shared),
             publishers: (0..PUBLISH_CHANNELS)
                 .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
             next_publisher: AtomicUsize::new(0),
         };
         bus.connection(Use::Publish).await?;
-        bus.connection(Use::Consume).await?;
+        if !bus.shared {
+            bus.connection(Use::Consume).await?;
+        }
         Ok(bus)
     }
 
@@ -105,6 +120,7 @@ impl AmqpBus {
     fn link(&self, usage: Use) -> &Link {
         match usage {
             Use::Publish => &self.publishing,
+            Use::Consume if self.shared => &self.publishing,
             Use::Consume => &self.consuming,
         }
     }
@@ -119,7 +135,8 @@ impl AmqpBus {
         if let Some(connection) = link.live() {
             return Ok(connection);
         }
-        let name = format!("slipway-bus {} {usage:?}", self.config.prefix).to_lowercase();
+        let label = if self.shared { "shared" } else { usage.label() };
+        let name = format!("slipway-bus {} {label}", self.config.prefix);
         let properties = ConnectionProperties::default().with_connection_name(name.into());
         let connection = Connection::connect(&self.config.url_with_frame_max(), properties)
             .await
@@ -131,7 +148,7 @@ impl AmqpBus {
         let connection = Arc::new(connection);
         *link.current.lock().unwrap_or_else(PoisonError::into_inner) =
             Some(Arc::clone(&connection));
-        tracing::info!(url = %redact(&self.config.url), ?usage, "connected to RabbitMQ");
+        tracing::info!(url = %redact(&self.config.url), connection = label, "connected to RabbitMQ");
         Ok(connection)
     }
 

@@ -15,6 +15,24 @@ pub enum Transport {
     InProcess,
 }
 
+/// How a process's publishes and consumers share AMQP connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Connections {
+    /// One connection to publish on and one to consume on. The broker
+    /// throttles a publishing connection (credit flow, memory alarms) by
+    /// no longer reading from it, acks included; a consumer whose acks must
+    /// get through while its process's publishes wait (the gateway's event
+    /// queue) needs a connection of its own.
+    Separate,
+    /// One connection for both: half the broker-side processes and fewer
+    /// socket writes per message (a confirm and the next delivery go out
+    /// together). Right for consumers that publish before they ack (the
+    /// workers): a throttled publish holds their job either way
+    /// (ARCHITECTURE.md, Performance, has the measurement).
+    Shared,
+}
+
 /// Bus settings. Every field has a default, so a config file names only what it changes.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default)]
@@ -46,6 +64,9 @@ pub struct BusConfig {
     /// RabbitMQ's default 128 KiB frames cost 16 MiB per process (two
     /// connections); longer messages are simply sent in several frames.
     pub frame_max: u32,
+    /// Separate or shared connections for publishing and consuming; unset,
+    /// each service chooses (the workers share one, the gateway keeps two).
+    pub connections: Option<Connections>,
 }
 
 impl Default for BusConfig {
@@ -63,6 +84,7 @@ impl Default for BusConfig {
             publish_retry_ms: 30_000,
             shutdown_grace_ms: 10_000,
             frame_max: 16_384,
+            connections: None,
         }
     }
 }

@@ -14,7 +14,7 @@
 //! trace context travels in message headers.
 //!
 //! Layout:
-//! - `config`: [`BusConfig`], [`Transport`] and the backoff rule.
+//! - `config`: [`BusConfig`], [`Transport`], [`Connections`] and the backoff rule.
 //! - `topology`: exchange and queue names ([`QueueName`]), retry tiers.
 //! - `deliver`: what happens to deliveries (one, or a batch), shared by both
 //!   transports.
@@ -42,7 +42,7 @@ use std::time::Duration;
 use slipway_messages::{Envelope, Role};
 use tokio::task::JoinSet;
 
-pub use config::{BusConfig, Transport};
+pub use config::{BusConfig, Connections, Transport};
 pub use error::{BusError, HandlerError};
 pub use tokio_util::sync::CancellationToken;
 pub use topology::QueueName;

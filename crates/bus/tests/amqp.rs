@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use slipway_bus::{Bus, BusConfig, BusError, FnHandler, QueueName, Transport};
+use slipway_bus::{Bus, BusConfig, BusError, Connections, FnHandler, QueueName, Transport};
 use slipway_messages::{Envelope, Role};
 
 const EXPORTER: QueueName = QueueName::Role(Role::Exporter);
@@ -130,5 +130,49 @@ async fn a_message_longer_than_many_frames_arrives_whole() {
     );
     for c in &connections {
         assert_eq!(c["frame_max"], 4096, "{c}");
+    }
+}
+
+/// `connections = shared` puts publishes and consumers on one connection
+/// (the workers' choice); unset or `separate`, they get one each.
+#[tokio::test]
+async fn shared_connections_publish_and_consume_on_one() {
+    for (choice, expected) in [
+        (Some(Connections::Shared), vec!["shared"]),
+        (None, vec!["consume", "publish"]),
+        (Some(Connections::Separate), vec!["consume", "publish"]),
+    ] {
+        let t = test_bus_with(Transport::Amqp, |c| c.connections = choice).await;
+        let (handler, mut seen) = recording(|_| Ok(()));
+        let (stop, task) = spawn_consumer(&t.bus, EXPORTER, handler);
+        t.bus.publish(&export_command()).await.unwrap();
+        next_matching(&mut seen, "the command", |_| true).await;
+        // The management API lists a connection after a moment.
+        let vhost = t.vhost.as_ref().unwrap();
+        for _ in 0..100 {
+            if vhost.connection_names().await.unwrap().len() >= expected.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Each says what it is for in the name the client gave it.
+        let mut kinds: Vec<String> = vhost
+            .connections()
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|c| {
+                c["user_provided_name"]
+                    .as_str()?
+                    .rsplit(' ')
+                    .next()
+                    .map(str::to_owned)
+            })
+            .collect();
+        kinds.sort();
+        assert_eq!(kinds, expected, "{choice:?}");
+        stop.cancel();
+        task.await.unwrap().unwrap();
     }
 }

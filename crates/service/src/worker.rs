@@ -311,7 +311,13 @@ where
     use anyhow::Context as _;
     let _telemetry = crate::telemetry::init(name, &config.telemetry)?;
     let shutdown = crate::shutdown::on_signal();
-    let bus = Bus::connect(&config.bus)
+    // A worker publishes before it acks, so a throttled publish holds its
+    // job whatever connection the ack would take: one connection does.
+    let mut bus_config = config.bus.clone();
+    bus_config
+        .connections
+        .get_or_insert(slipway_bus::Connections::Shared);
+    let bus = Bus::connect(&bus_config)
         .await
         .context("cannot connect to the bus")?;
     let worker = config.worker.clone();
