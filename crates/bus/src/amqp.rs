@@ -75,7 +75,6 @@ pub(crate) struct AmqpBus {
     publishing: Link,
     /// Unused when [`Connections::Shared`]: consumers use `publishing`.
     consuming: Link,
-    shared: bool,
     publishers: Vec<tokio::sync::Mutex<Option<Channel>>>,
     next_publisher: AtomicUsize,
 }
@@ -98,14 +97,13 @@ impl AmqpBus {
             names: Names::new(&config.prefix),
             publishing: Link::default(),
             consuming: Link::default(),
-            shared: config.connections == Some(Connections::Shared),
             publishers: (0..PUBLISH_CHANNELS)
                 .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
             next_publisher: AtomicUsize::new(0),
         };
         bus.connection(Use::Publish).await?;
-        if !bus.shared {
+        if !bus.shared() {
             bus.connection(Use::Consume).await?;
         }
         Ok(bus)
@@ -117,10 +115,15 @@ impl AmqpBus {
         self.publishing.live().is_some() || self.consuming.live().is_some()
     }
 
+    /// Whether publishes and consumers share one connection.
+    fn shared(&self) -> bool {
+        self.config.connections == Some(Connections::Shared)
+    }
+
     fn link(&self, usage: Use) -> &Link {
         match usage {
             Use::Publish => &self.publishing,
-            Use::Consume if self.shared => &self.publishing,
+            Use::Consume if self.shared() => &self.publishing,
             Use::Consume => &self.consuming,
         }
     }
@@ -135,7 +138,11 @@ impl AmqpBus {
         if let Some(connection) = link.live() {
             return Ok(connection);
         }
-        let label = if self.shared { "shared" } else { usage.label() };
+        let label = if self.shared() {
+            "shared"
+        } else {
+            usage.label()
+        };
         let name = format!("slipway-bus {} {label}", self.config.prefix);
         let properties = ConnectionProperties::default().with_connection_name(name.into());
         let connection = Connection::connect(&self.config.url_with_frame_max(), properties)

@@ -61,8 +61,8 @@ pub struct BusConfig {
     pub shutdown_grace_ms: u64,
     /// AMQP frame size (bytes) asked of the broker when `url` names no
     /// `frame_max`. lapin keeps 2 x 32 frames of buffer per connection, so
-    /// RabbitMQ's default 128 KiB frames cost 16 MiB per process (two
-    /// connections); longer messages are simply sent in several frames.
+    /// RabbitMQ's default 128 KiB frames cost 8 MiB per connection (the
+    /// gateway has two); longer messages are simply sent in several frames.
     pub frame_max: u32,
     /// Separate or shared connections for publishing and consuming; unset,
     /// each service chooses (the workers share one, the gateway keeps two).
