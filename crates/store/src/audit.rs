@@ -14,15 +14,11 @@ use sha2::{Digest, Sha256};
 use sqlx::{Any, AssertSqlSafe, Transaction};
 use time::OffsetDateTime;
 
-use crate::{Backend, Store, StoreError, from_millis, to_json};
+use crate::{Backend, Store, StoreError, from_millis, rowset, to_json};
 
 /// The `prev_hash` of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Columns of one `audit_log` row as [`append`] binds them.
-const AUDIT_COLUMNS: usize = 11;
-/// Rows per INSERT, well under both databases' limit on bind parameters.
-const AUDIT_CHUNK: usize = 300;
 /// Records read per round while verifying.
 const VERIFY_PAGE: i64 = 2000;
 
@@ -246,39 +242,65 @@ pub(crate) async fn append(
             hash,
         });
     }
-    for (chunk, records) in rows.chunks(AUDIT_CHUNK).zip(records.chunks(AUDIT_CHUNK)) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|row| {
-                let first = row * AUDIT_COLUMNS;
-                let params: Vec<String> = (1..=AUDIT_COLUMNS)
-                    .map(|column| format!("${}", first + column))
-                    .collect();
-                format!("({})", params.join(", "))
-            })
-            .collect();
-        // Only numbered placeholders are spliced in; the values are bound.
-        let sql = format!(
-            "INSERT INTO audit_log (seq, at, actor, action, entity_kind, entity_id, pipeline_id, \
-               before_json, after_json, prev_hash, hash) VALUES {}",
-            values.join(", ")
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (row, record) in chunk.iter().zip(records) {
-            query = query
-                .bind(row.seq)
-                .bind(at)
-                .bind(record.actor.as_str())
-                .bind(record.action.as_str())
-                .bind(record.entity_kind)
-                .bind(record.entity_id.as_str())
-                .bind(record.pipeline_id.as_deref())
-                .bind(row.before.as_deref())
-                .bind(row.after.as_deref())
-                .bind(row.prev_hash.as_str())
-                .bind(row.hash.as_str());
-        }
-        query.execute(&mut **tx).await?;
+    /// One row as the insert reads it from the JSON.
+    #[derive(Serialize)]
+    struct Json<'a> {
+        seq: i64,
+        actor: &'a str,
+        action: &'static str,
+        entity_kind: &'static str,
+        entity_id: &'a str,
+        pipeline_id: Option<&'a str>,
+        before_json: Option<&'a str>,
+        after_json: Option<&'a str>,
+        prev_hash: &'a str,
+        hash: &'a str,
     }
+    let json: Vec<Json<'_>> = rows
+        .iter()
+        .zip(records)
+        .map(|(row, record)| Json {
+            seq: row.seq,
+            actor: &record.actor,
+            action: record.action.as_str(),
+            entity_kind: record.entity_kind,
+            entity_id: &record.entity_id,
+            pipeline_id: record.pipeline_id.as_deref(),
+            before_json: row.before.as_deref(),
+            after_json: row.after.as_deref(),
+            prev_hash: &row.prev_hash,
+            hash: &row.hash,
+        })
+        .collect();
+    use rowset::Type::{BigInt, Text};
+    let table = rowset::table(
+        backend,
+        2,
+        &[
+            ("seq", BigInt),
+            ("actor", Text),
+            ("action", Text),
+            ("entity_kind", Text),
+            ("entity_id", Text),
+            ("pipeline_id", Text),
+            ("before_json", Text),
+            ("after_json", Text),
+            ("prev_hash", Text),
+            ("hash", Text),
+        ],
+    );
+    // Only the row set's fixed SQL is spliced in; the rows are bound.
+    let sql = format!(
+        "INSERT INTO audit_log (seq, at, actor, action, entity_kind, entity_id, pipeline_id, \
+           before_json, after_json, prev_hash, hash) \
+         SELECT r.seq, $1, r.actor, r.action, r.entity_kind, r.entity_id, r.pipeline_id, \
+           r.before_json, r.after_json, r.prev_hash, r.hash FROM {table}"
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(at)
+        .bind(to_json("audit rows", &json)?)
+        .execute(&mut **tx)
+        .await?;
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
         .bind(seq)
         .bind(prev.as_str())

@@ -277,7 +277,7 @@ impl Store {
                 None,
             ));
         }
-        insert_history(&mut tx, now, &history).await?;
+        insert_history(&mut tx, self.backend, now, &history).await?;
         let outbox_ids: BTreeMap<String, i64> = crate::insert_outbox_rows(&mut tx, now, &outbox)
             .await?
             .into_iter()

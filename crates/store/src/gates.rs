@@ -102,7 +102,7 @@ impl Store {
                 Some(c) => format!("{what} by {actor}: {c}"),
                 None => format!("{what} by {actor}"),
             };
-            settle_unpublished(&mut tx, &id, now).await?;
+            settle_unpublished(&mut tx, &id).await?;
             (RunState::Failed, Some(reason))
         } else if gate == Gate::PreExport {
             release_held(&mut tx, &id, Release::Now).await?;
@@ -124,7 +124,7 @@ impl Store {
             .await?;
         update_runs(&mut tx, now, &[(&id, to, reason.as_deref())]).await?;
         let history = NewHistory::transition(&id, to, actor, reason.as_deref().or(comment), None);
-        insert_history(&mut tx, now, &[history]).await?;
+        insert_history(&mut tx, self.backend, now, &[history]).await?;
         let mut record = NewAudit::new(actor, AuditAction::Transition, "run", &id)
             .before(&serde_json::json!({ "state": current }))
             .after(&serde_json::json!({
@@ -194,7 +194,7 @@ impl Store {
             Some("settings supplied"),
             None,
         );
-        insert_history(&mut tx, now, &[history]).await?;
+        insert_history(&mut tx, self.backend, now, &[history]).await?;
         let mut record = NewAudit::new(actor, AuditAction::Transition, "run", &id)
             .before(&serde_json::json!({ "state": current, "settings": run.deployment.settings }))
             .after(&serde_json::json!({ "state": RunState::Validating, "settings": settings }));
@@ -341,15 +341,13 @@ async fn release_held(
 }
 
 /// Commands of a run that must never go out now (it was canceled or
-/// rejected): marked as settled so no relay claims them.
+/// rejected): deleted, as published ones are, so no relay claims them.
 pub(crate) async fn settle_unpublished(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     run_id: &str,
-    now: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE outbox SET published_at = $2 WHERE run_id = $1 AND published_at IS NULL")
+    sqlx::query("DELETE FROM outbox WHERE run_id = $1")
         .bind(run_id)
-        .bind(now)
         .execute(&mut **tx)
         .await?;
     Ok(())

@@ -38,6 +38,7 @@ pub use create::{Publish, Started};
 pub mod error;
 pub mod gates;
 pub mod model;
+mod rowset;
 pub mod tokens;
 pub mod webhooks;
 
@@ -474,7 +475,7 @@ impl Store {
         // Under the run locks nobody else records these runs' events.
         let mut recorded = match dedup {
             Dedup::Optimistic => HashSet::new(),
-            Dedup::LookUp => recorded_message_ids(&mut tx, &message_ids).await?,
+            Dedup::LookUp => recorded_message_ids(&mut tx, self.backend, &message_ids).await?,
         };
         let mut history = Vec::with_capacity(events.len() * 2);
         let mut moved: BTreeMap<&str, Option<String>> = BTreeMap::new();
@@ -562,7 +563,7 @@ impl Store {
             applied.push(Applied::Transitioned { from: current, to });
         }
         let now = now_millis();
-        if !insert_history(&mut tx, now, &history).await? {
+        if !insert_history(&mut tx, self.backend, now, &history).await? {
             // Only an event's message id can conflict (transitions have none).
             tx.rollback().await?;
             return Ok(None);
@@ -611,9 +612,9 @@ impl Store {
         }
         let now = now_millis();
         update_runs(&mut tx, now, &[(&run_id, RunState::Canceled, reason)]).await?;
-        gates::settle_unpublished(&mut tx, &run_id, now).await?;
+        gates::settle_unpublished(&mut tx, &run_id).await?;
         let canceled = NewHistory::transition(&run_id, RunState::Canceled, actor, reason, None);
-        insert_history(&mut tx, now, &[canceled]).await?;
+        insert_history(&mut tx, self.backend, now, &[canceled]).await?;
         let mut audit = NewAudit::new(actor, AuditAction::Transition, "run", &run_id)
             .before(&serde_json::json!({ "state": current }))
             .after(&serde_json::json!({ "state": RunState::Canceled, "reason": reason }));
@@ -665,23 +666,24 @@ impl Store {
     }
 
     /// Mark claimed rows as published (after the broker confirmed them), so
-    /// they are never claimed again. Unknown or already published ids are
-    /// ignored.
+    /// they are never claimed again: they are deleted, which costs
+    /// PostgreSQL no new row version and no index entries (setting
+    /// `published_at` did both), and keeps the outbox as small as what is
+    /// waiting. The run history records what was sent. Unknown or already
+    /// published ids are ignored.
     pub async fn mark_published(&self, ids: &[i64]) -> Result<(), StoreError> {
-        let now = now_millis();
-        for chunk in ids.chunks(MARK_CHUNK) {
-            let placeholders: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
-            // Only numbered placeholders are spliced in; the ids are bound.
-            let sql = format!(
-                "UPDATE outbox SET published_at = $1 WHERE published_at IS NULL AND id IN ({})",
-                placeholders.join(", ")
-            );
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now);
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            query.execute(&self.pool).await?;
+        if ids.is_empty() {
+            return Ok(());
         }
+        // Only the list's fixed SQL is spliced in; the ids are bound.
+        let sql = format!(
+            "DELETE FROM outbox WHERE id IN {}",
+            rowset::list(self.backend, 1, rowset::Type::BigInt)
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(to_json("outbox ids", ids)?)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -1090,12 +1092,6 @@ pub(crate) async fn insert_outbox_rows(
     Ok(ids)
 }
 
-/// Columns of one `run_history` row as [`insert_history`] binds them.
-const HISTORY_COLUMNS: usize = 11;
-/// History rows per INSERT (11 parameters each, well under both databases'
-/// limit on bind parameters).
-const HISTORY_CHUNK: usize = 400;
-
 /// A row to append to a run's history.
 #[derive(Clone)]
 struct NewHistory<'a> {
@@ -1144,51 +1140,82 @@ impl<'a> NewHistory<'a> {
 }
 
 /// Append rows to the history in the given order (ids ascend with it), in
-/// as few statements as the parameter limit allows. Returns whether every
-/// row was written: an event whose message id is recorded already is not.
+/// one statement (a JSON row set, `rowset`). Returns whether every row was
+/// written: an event whose message id is recorded already is not.
 async fn insert_history(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     at: i64,
     rows: &[NewHistory<'_>],
 ) -> Result<bool, StoreError> {
-    let mut inserted = 0;
+    /// One row as the statement reads it from the JSON.
+    #[derive(Serialize)]
+    struct Row<'a> {
+        run_id: &'a str,
+        kind: &'static str,
+        state: Option<&'static str>,
+        // Written by serde, as `parse_name` reads them back.
+        step: Option<slipway_messages::Step>,
+        status: Option<StepStatus>,
+        service: Option<&'a str>,
+        instance: Option<&'a str>,
+        detail: Option<&'a str>,
+        actor: Option<&'a str>,
+        message_id: Option<&'a str>,
+    }
     // Before the rows: a run with no transition recorded yet is being created.
     webhooks::enqueue_deliveries(tx, at, rows).await?;
     let rows = fold_history(rows);
-    for chunk in rows.chunks(HISTORY_CHUNK) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|row| {
-                let first = row * HISTORY_COLUMNS;
-                let params: Vec<String> = (1..=HISTORY_COLUMNS)
-                    .map(|column| format!("${}", first + column))
-                    .collect();
-                format!("({})", params.join(", "))
-            })
-            .collect();
-        // Only numbered placeholders are spliced in; the values are bound.
-        let sql = format!(
-            "INSERT INTO run_history \
-               (run_id, at, kind, state, step, status, service, instance, detail, actor, message_id) \
-             VALUES {} ON CONFLICT (message_id) DO NOTHING",
-            values.join(", ")
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for row in chunk {
-            query = query
-                .bind(row.run_id)
-                .bind(at)
-                .bind(row.kind.as_str())
-                .bind(row.state.map(RunState::as_str))
-                .bind(row.cause.and_then(|e| e.step).map(name_of))
-                .bind(row.cause.map(|e| name_of(e.status)))
-                .bind(row.cause.map(|e| e.service.as_str()))
-                .bind(row.cause.and_then(|e| e.instance.as_deref()))
-                .bind(row.detail.as_deref())
-                .bind(row.actor)
-                .bind(row.message_id.as_deref());
-        }
-        inserted += query.execute(&mut **tx).await?.rows_affected();
+    if rows.is_empty() {
+        return Ok(true);
     }
+    let json: Vec<Row<'_>> = rows
+        .iter()
+        .map(|row| Row {
+            run_id: row.run_id,
+            kind: row.kind.as_str(),
+            state: row.state.map(RunState::as_str),
+            step: row.cause.and_then(|e| e.step),
+            status: row.cause.map(|e| e.status),
+            service: row.cause.map(|e| e.service.as_str()),
+            instance: row.cause.and_then(|e| e.instance.as_deref()),
+            detail: row.detail.as_deref(),
+            actor: row.actor,
+            message_id: row.message_id.as_deref(),
+        })
+        .collect();
+    use rowset::Type::Text;
+    let table = rowset::table(
+        backend,
+        2,
+        &[
+            ("run_id", Text),
+            ("kind", Text),
+            ("state", Text),
+            ("step", Text),
+            ("status", Text),
+            ("service", Text),
+            ("instance", Text),
+            ("detail", Text),
+            ("actor", Text),
+            ("message_id", Text),
+        ],
+    );
+    // Only the row set's fixed SQL is spliced in; the rows are bound.
+    // `WHERE true` keeps SQLite from reading ON CONFLICT as a join's ON.
+    let sql = format!(
+        "INSERT INTO run_history \
+           (run_id, at, kind, state, step, status, service, instance, detail, actor, message_id) \
+         SELECT r.run_id, $1, r.kind, r.state, r.step, r.status, r.service, r.instance, \
+           r.detail, r.actor, r.message_id FROM {table} WHERE true ORDER BY r.ord \
+         ON CONFLICT (message_id) DO NOTHING"
+    );
+    let inserted = sqlx::query(AssertSqlSafe(sql))
+        .bind(at)
+        .bind(to_json("history rows", &json)?)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
     Ok(inserted == rows.len() as u64)
 }
 
@@ -1234,23 +1261,19 @@ fn fold_history<'a>(rows: &'a [NewHistory<'a>]) -> Vec<NewHistory<'a>> {
 /// Which of `message_ids` the history already holds.
 async fn recorded_message_ids(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     message_ids: &[String],
 ) -> Result<HashSet<String>, StoreError> {
-    let mut recorded = HashSet::new();
-    for chunk in message_ids.chunks(MARK_CHUNK) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-        // Only numbered placeholders are spliced in; the ids are bound.
-        let sql = format!(
-            "SELECT message_id FROM run_history WHERE message_id IN ({})",
-            placeholders.join(", ")
-        );
-        let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
-        for id in chunk {
-            query = query.bind(id);
-        }
-        recorded.extend(query.fetch_all(&mut **tx).await?);
-    }
-    Ok(recorded)
+    // Only the list's fixed SQL is spliced in; the ids are bound.
+    let sql = format!(
+        "SELECT message_id FROM run_history WHERE message_id IN {}",
+        rowset::list(backend, 1, rowset::Type::Text)
+    );
+    let recorded = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql))
+        .bind(to_json("message ids", message_ids)?)
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(recorded.into_iter().collect())
 }
 
 /// Move locked runs to new states (id, state, reason), keeping an earlier
@@ -1381,15 +1404,8 @@ fn parse_state(name: &str) -> Result<RunState, StoreError> {
     RunState::parse(name).ok_or_else(|| StoreError::corrupt("run state", name))
 }
 
-/// The wire name of a snake_case serde enum (`Step`, `StepStatus`).
-fn name_of<T: Serialize>(value: T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(name)) => name,
-        _ => String::new(),
-    }
-}
-
-/// The inverse of [`name_of`], for a nullable column.
+/// A step or status column (written by serde, in `insert_history`) read
+/// back, for a nullable column.
 fn parse_name<T: DeserializeOwned>(
     what: &'static str,
     name: Option<String>,
