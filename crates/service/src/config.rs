@@ -149,6 +149,13 @@ pub struct WorkerConfig {
     /// blocking threads anyway). More only pays when steps do CPU work of
     /// their own; scaling out with replicas is the usual way.
     pub threads: usize,
+    /// Steps the worker runs at once (at least 1). Deliveries beyond it
+    /// (up to `bus.prefetch`) wait in the worker for a free slot. Separate
+    /// from the prefetch because a finished step still holds its delivery
+    /// until the broker confirms the next command: a deep prefetch keeps
+    /// the pipeline full through that wait, while this bounds the real work
+    /// (exports and imports in memory, calls to Dataverse) running at once.
+    pub concurrency: usize,
 }
 
 impl Default for WorkerConfig {
@@ -156,6 +163,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             started_event_after_ms: 200,
             threads: 1,
+            concurrency: 32,
         }
     }
 }

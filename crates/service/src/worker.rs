@@ -123,6 +123,7 @@ pub async fn serve_with<S: Step>(
         step,
         instance: slipway_bus::instance_name(),
         started_after: Duration::from_millis(config.started_event_after_ms),
+        slots: std::sync::Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1))),
     };
     bus.consume(QueueName::Role(role), handler, shutdown)
         .await?;
@@ -137,6 +138,9 @@ struct StepHandler<S> {
     instance: String,
     /// A step still running after this long reports `started`.
     started_after: Duration,
+    /// `worker.concurrency` permits: held while a step runs, not while its
+    /// next command waits for the broker's confirm.
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl<S> StepHandler<S>
@@ -220,6 +224,12 @@ impl<S: Step> Handler for StepHandler<S> {
             }
             self.step.run(&envelope).await
         };
+        // Waiting for a slot is not running: no `started` event meanwhile.
+        let slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| HandlerError::Transient("the worker is stopping".into()))?;
         let done = if self.step.is_continuation(&envelope) {
             work.await?
         } else {
@@ -234,6 +244,8 @@ impl<S: Step> Handler for StepHandler<S> {
                 }
             }
         };
+        // The step is done; the confirms below wait without a slot.
+        drop(slot);
         // The outcome is reported before or with the next step's command,
         // so observers see the steps in order; both are confirmed before
         // the bus acks this command. A crash in between redelivers the
