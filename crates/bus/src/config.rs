@@ -46,10 +46,11 @@ pub struct BusConfig {
     /// Unacknowledged deliveries per consumer: how many handlers may be
     /// under way at once. A worker bounds the steps actually running with
     /// `worker.concurrency`; the rest of its prefetch is jobs waiting for
-    /// the broker's confirm of their next command, or for a slot. 128
+    /// the broker's confirm of their next command, or for a slot. 256
     /// because that wait (a persistent publish, confirmed after RabbitMQ's
-    /// disk write) is what limits a worker: with 32 the pipeline bench
-    /// moved ~1,250 deployments/s, with 100 to 256 ~1,600 to 1,800.
+    /// disk write) is what limits a worker: the pipeline bench moved ~1,450
+    /// deployments/s with 32, ~1,750 with 128, ~1,950 with 256
+    /// (ARCHITECTURE.md, Performance); held deliveries are small.
     pub prefetch: u16,
     /// Deliveries of one message (the first included) before it is parked.
     pub max_attempts: u32,
@@ -81,7 +82,7 @@ impl Default for BusConfig {
             transport: Transport::Amqp,
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             prefix: "slipway".into(),
-            prefetch: 128,
+            prefetch: 256,
             max_attempts: 5,
             retry_base_ms: 200,
             retry_max_ms: 30_000,
