@@ -76,9 +76,9 @@ static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 /// The advisory lock key admin changes serialize on ("slipway" in ASCII).
 const ADMIN_LOCK_KEY: i64 = 0x0073_6c69_7077_6179;
 
-/// Ids marked published or runs locked per statement (well under both
-/// databases' limit on bind parameters).
-const MARK_CHUNK: usize = 500;
+/// Most shared pipelines a run listing binds, one parameter each (well
+/// under both databases' limit on bind parameters).
+const MAX_VISIBLE_PIPELINES: usize = 500;
 
 /// The gateway's handle on its database. Cheap to clone (a pool).
 #[derive(Debug, Clone)]
@@ -283,7 +283,7 @@ impl Store {
             )];
             let shared: Vec<String> = pipelines
                 .iter()
-                .take(MARK_CHUNK)
+                .take(MAX_VISIBLE_PIPELINES)
                 .map(|p| param(&mut binds, p.to_string()))
                 .collect();
             if !shared.is_empty() {
@@ -1164,7 +1164,7 @@ async fn insert_history(
         message_id: Option<&'a str>,
     }
     // Before the rows: a run with no transition recorded yet is being created.
-    webhooks::enqueue_deliveries(tx, at, rows).await?;
+    webhooks::enqueue_deliveries(tx, backend, at, rows).await?;
     let rows = fold_history(rows);
     if rows.is_empty() {
         return Ok(true);

@@ -30,11 +30,11 @@ impl Type {
     }
 }
 
-/// A table expression aliased `r` that reads the JSON array (of objects,
-/// encoded with `to_json`) bound at
-/// placeholder `$param`: one row per element, with `columns` taken from the
-/// element's fields of the same names, plus `r.ord`, the element's position,
-/// to `ORDER BY` when the rows' order matters (ids given out in it).
+/// A table expression aliased `r` that reads the JSON array of objects
+/// (encoded with `to_json`) bound at placeholder `$param`: one row per
+/// element, with `columns` taken from the element's fields of the same
+/// names, plus `r.ord`, the element's position, to `ORDER BY` when the
+/// rows' order matters (ids given out in it).
 pub(crate) fn table(backend: Backend, param: usize, columns: &[(&str, Type)]) -> String {
     let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
     match backend {

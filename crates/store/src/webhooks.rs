@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::audit::{self, AuditAction, NewAudit};
 use crate::model::{HistoryKind, RunState};
-use crate::{Backend, MARK_CHUNK, NewHistory, Store, StoreError, from_millis, now_millis, to_json};
+use crate::{Backend, NewHistory, Store, StoreError, from_millis, now_millis, rowset, to_json};
 
 /// A run event a webhook may subscribe to.
 #[derive(
@@ -567,6 +567,7 @@ struct RunFacts {
 /// raise an event, and nothing more when no webhook wants it.
 pub(crate) async fn enqueue_deliveries(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     at: i64,
     rows: &[NewHistory<'_>],
 ) -> Result<(), StoreError> {
@@ -605,7 +606,7 @@ pub(crate) async fn enqueue_deliveries(
     if run_ids.is_empty() {
         return Ok(());
     }
-    let facts = run_facts(tx, &run_ids).await?;
+    let facts = run_facts(tx, backend, &run_ids).await?;
     let when = from_millis(at)?
         .format(&time::format_description::well_known::Rfc3339)
         .map_err(|e| StoreError::corrupt("timestamp", e))?;
@@ -688,41 +689,37 @@ pub(crate) async fn enqueue_deliveries(
 }
 
 /// Pipeline, stage, reason and the number of transitions already recorded
-/// of each run, in one query per chunk of runs.
+/// of each run, in one query.
 async fn run_facts<'a>(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     run_ids: &BTreeSet<&'a str>,
 ) -> Result<BTreeMap<&'a str, RunFacts>, StoreError> {
-    let ids: Vec<&'a str> = run_ids.iter().copied().collect();
+    // Only the list's fixed SQL is spliced in; the ids are bound.
+    let sql = format!(
+        "SELECT r.id, r.pipeline_id, r.stage_id, r.reason, \
+           (SELECT COUNT(*) FROM run_history h WHERE h.run_id = r.id AND h.state IS NOT NULL) \
+         FROM runs r WHERE r.id IN {}",
+        rowset::list(backend, 1, rowset::Type::Text)
+    );
+    let rows = sqlx::query_as::<_, (String, Option<String>, Option<String>, Option<String>, i64)>(
+        AssertSqlSafe(sql),
+    )
+    .bind(to_json("run ids", run_ids)?)
+    .fetch_all(&mut **tx)
+    .await?;
     let mut facts = BTreeMap::new();
-    for chunk in ids.chunks(MARK_CHUNK) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-        // Only numbered placeholders are spliced in; the ids are bound.
-        let sql = format!(
-            "SELECT r.id, r.pipeline_id, r.stage_id, r.reason, \
-               (SELECT COUNT(*) FROM run_history h WHERE h.run_id = r.id AND h.state IS NOT NULL) \
-             FROM runs r WHERE r.id IN ({})",
-            placeholders.join(", ")
-        );
-        let mut query = sqlx::query_as::<
-            _,
-            (String, Option<String>, Option<String>, Option<String>, i64),
-        >(AssertSqlSafe(sql));
-        for id in chunk {
-            query = query.bind(*id);
-        }
-        for (id, pipeline_id, stage_id, reason, earlier) in query.fetch_all(&mut **tx).await? {
-            if let Some(known) = run_ids.get(id.as_str()) {
-                facts.insert(
-                    *known,
-                    RunFacts {
-                        pipeline_id,
-                        stage_id,
-                        reason,
-                        earlier_transitions: earlier,
-                    },
-                );
-            }
+    for (id, pipeline_id, stage_id, reason, earlier) in rows {
+        if let Some(known) = run_ids.get(id.as_str()) {
+            facts.insert(
+                *known,
+                RunFacts {
+                    pipeline_id,
+                    stage_id,
+                    reason,
+                    earlier_transitions: earlier,
+                },
+            );
         }
     }
     Ok(facts)
